@@ -1,0 +1,290 @@
+"""SAMIR's registration network: frozen SAM slice features + 3D head + coarse-to-fine pyramid.
+
+Input ``x``: (B, 2, H, W, D), channel 0 moving, channel 1 fixed, intensities in [0, 1].
+Output: DDF (B, 3, H, W, D) in voxels of the fixed grid (conventions: ``samir.spatial``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samir.networks.head import FeatureHead3D
+from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
+
+__all__ = ["SAMIR", "ImagePyramid", "resample_embedding"]
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True))
+
+
+class ImagePyramid(nn.Module):
+    """Shared CNN pyramid: image (B, 1, H, W, D) → list of features, level l at size (H, W, D) / 2**l."""
+
+    def __init__(self, channels: Sequence[int]):
+        super().__init__()
+        stages, cin = [], 1
+        for level, c in enumerate(channels):
+            stride = 1 if level == 0 else 2
+            stages.append(nn.Sequential(_conv(cin, c, stride), _conv(c, c)))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], image
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def resample_embedding(
+    embedding: torch.Tensor, volume_size: Sequence[int], level_size: Sequence[int], factor: int
+) -> torch.Tensor:
+    """Resample slice embeddings onto one pyramid level of the (end-padded) volume grid.
+
+    ``embedding`` (B, C, h, w, d) covers exactly the unpadded volume's field of view
+    (``volume_size`` voxels, grid edges aligned, as ``SliceEncoder`` returns it). Level voxel
+    ``j`` sits at full-resolution voxel ``(j + 0.5) * factor - 0.5``; points in the padding take
+    the border value. Returns (B, C, *level_size).
+    """
+    coords = []
+    for size_full, size_level in zip(volume_size, level_size):
+        j = torch.arange(size_level, dtype=embedding.dtype, device=embedding.device)
+        coords.append(((j + 0.5) * factor) / size_full * 2.0 - 1.0)  # normalised, align_corners=False
+    gx, gy, gz = torch.meshgrid(*coords, indexing="ij")
+    # grid_sample wants (x, y, z) = (last, middle, first) spatial axis order
+    grid = torch.stack((gz, gy, gx), dim=-1).unsqueeze(0).expand(embedding.shape[0], -1, -1, -1, -1)
+    return F.grid_sample(embedding, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _FlowEstimator(nn.Module):
+    """Predict a residual field (B, 3, ...) from warped-moving and fixed features and the field so far."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(cin, width), _conv(width, width))
+        self.out = nn.Conv3d(width, 3, 3, padding=1)
+        nn.init.normal_(self.out.weight, 0.0, 1e-5)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+_ENCODER_PREFIX = "sam_encoder."
+
+
+def _drop_encoder_keys(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + _ENCODER_PREFIX)]:
+        del state_dict[key]
+
+
+def _ignore_missing_encoder_keys(module, incompatible_keys):
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if _ENCODER_PREFIX not in k]
+
+
+class SAMIR(nn.Module):
+    """Coarse-to-fine deformable registration guided by frozen SAM slice embeddings.
+
+    ``forward(x)``: x (B, 2, H, W, D), channel 0 moving, channel 1 fixed → DDF (B, 3, H, W, D) in
+    voxels of the fixed grid; the warped moving image is ``samir.spatial.warp(moving, ddf)``.
+
+    Inside: the frozen ``sam_encoder`` (a ``SliceEncoder``: (B, 1, H, W, D) → (B, C, h, w, d) over
+    the same field of view), ``FeatureHead3D``, and a shared image-feature pyramid of ``levels``
+    levels. From the coarsest level to the finest, the moving features are warped by the field so
+    far (upsampled), a residual is predicted from [warped moving, fixed, field] and composed in.
+    Levels from ``sam_min_level`` up carry the refined SAM features next to the image features;
+    finer levels carry image features only. With ``diffeomorphic=True`` each residual
+    is a stationary velocity integrated by scaling and squaring (MONAI ``DVF2DDF``).
+
+    ``state_dict()`` leaves out the frozen encoder (its weights come from the encoder's own
+    checkpoint or package), and ``load_state_dict`` does not ask for them.
+
+    Args:
+        sam_encoder: frozen slice encoder, or None for the no-SAM baseline (same pyramid, image
+            features only). Built from a name with ``samir.networks.build_samir``.
+        sam_channels: channels of the SAM embedding (256).
+        levels: pyramid levels (>= 3); sizes not divisible by 2**(levels-1) are padded, then cropped.
+        channels: image-pyramid channels per level, finest first (length ``levels``).
+        head_channels / head_blocks: ``FeatureHead3D`` size.
+        diffeomorphic: integrate residual velocities (scaling and squaring, ``int_steps`` steps).
+        hfc_channels: channels of the fixed random projection of the frozen embeddings returned
+            for the HFC loss (0 keeps all channels).
+        sam_min_level: finest level that carries SAM features (1: half resolution, where
+            LiteMedSAM's 64×64 grid meets a 128×128 slice); finer levels use image features only.
+    """
+
+    def __init__(
+        self,
+        sam_encoder: nn.Module | None = None,
+        sam_channels: int = 256,
+        levels: int = 4,
+        channels: Sequence[int] | None = None,
+        head_channels: int = 32,
+        head_blocks: int = 2,
+        flow_width: int = 32,
+        diffeomorphic: bool = False,
+        int_steps: int = 7,
+        hfc_channels: int = 64,
+        sam_min_level: int = 1,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if levels < 3:
+            raise ValueError(f"levels: expected at least 3 pyramid levels, got {levels}")
+        channels = list(channels) if channels is not None else [8, 16, 32, 32, 64, 64][:levels]
+        if len(channels) != levels:
+            raise ValueError(f"channels: expected {levels} values (one per level, finest first), got {channels}")
+        self.levels = levels
+        self.diffeomorphic = bool(diffeomorphic)
+        self.int_steps = int_steps
+        self.sam_encoder = sam_encoder
+        self.use_sam = sam_encoder is not None
+        self.pyramid = ImagePyramid(channels)
+        self.head = FeatureHead3D(sam_channels, head_channels, head_blocks) if self.use_sam else None
+        self.estimators = nn.ModuleList()
+        if not 0 <= sam_min_level < levels:
+            raise ValueError(f"sam_min_level: expected 0..{levels - 1}, got {sam_min_level}")
+        self.sam_levels = [self.use_sam and level >= sam_min_level for level in range(levels)]
+        for level, c in enumerate(channels):
+            cin = 2 * (c + (head_channels if self.sam_levels[level] else 0)) + 3
+            width = flow_width if level > 0 else max(8, flow_width // 2)
+            self.estimators.append(_FlowEstimator(cin, width))
+        if self.use_sam and hfc_channels:
+            gen = torch.Generator().manual_seed(seed)
+            q, _ = torch.linalg.qr(torch.randn(sam_channels, hfc_channels, generator=gen))
+            self.register_buffer("hfc_projection", q.T.contiguous(), persistent=True)  # (hfc_channels, C)
+        else:
+            self.hfc_projection = None
+
+        # the frozen encoder's weights ship with its own package or checkpoint: keep them out of
+        # SAMIR's checkpoints (megabytes per model) and accept their absence when loading
+        self.register_state_dict_post_hook(_drop_encoder_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_encoder_keys)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.sam_encoder is not None:
+            self.sam_encoder.eval()  # frozen: never in training mode
+        return self
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Frozen SAM embeddings of one image (B, 1, H, W, D) → (B, C, h, w, d), no gradient."""
+        if self.sam_encoder is None:
+            raise RuntimeError("encode: this network is the no-SAM baseline (sam_encoder=None)")
+        with torch.no_grad():
+            return self.sam_encoder(image)
+
+    def _project(self, emb: torch.Tensor) -> torch.Tensor:
+        if self.hfc_projection is None:
+            return emb
+        return torch.einsum("kc,bc...->bk...", self.hfc_projection.to(emb.dtype), emb)
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        moving_embedding: torch.Tensor | None = None,
+        fixed_embedding: torch.Tensor | None = None,
+        return_all: bool = False,
+    ):
+        """x (B, 2, H, W, D) [moving, fixed] → DDF (B, 3, H, W, D) voxels (or a dict with ``return_all``).
+
+        ``moving_embedding``/``fixed_embedding`` (B, C, h, w, d): precomputed frozen embeddings
+        (e.g. from the cache), used instead of encoding again. With ``return_all`` the result is
+        a dict: ``ddf``, ``level_ddfs`` (coarse→fine, each (B, 3, *level grid) in that level's
+        voxels, on the padded grid), ``level_embeddings`` ((moving, fixed) projected frozen
+        embeddings per level, None at levels finer than ``sam_min_level``; None for the baseline), ``padded_size``.
+        """
+        if x.ndim != 5 or x.shape[1] != 2:
+            raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
+        size = tuple(x.shape[2:])
+        factor = 2 ** (self.levels - 1)
+        padded = tuple(int(math.ceil(s / factor) * factor) for s in size)
+        pad = []
+        for s, p in zip(reversed(size), reversed(padded)):
+            pad += [0, p - s]
+        xp = F.pad(x, pad, mode="replicate") if any(pad) else x
+        moving, fixed = xp[:, :1], xp[:, 1:]
+
+        feats = self.pyramid(torch.cat([moving, fixed], dim=0))
+        b = x.shape[0]
+        mov_feats = [f[:b] for f in feats]
+        fix_feats = [f[b:] for f in feats]
+
+        level_embeddings = None
+        if self.use_sam:
+            if moving_embedding is None:
+                moving_embedding = self.encode(x[:, :1])
+            if fixed_embedding is None:
+                fixed_embedding = self.encode(x[:, 1:])
+            head = self.head(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
+            level_embeddings = []
+            proj = self._project(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
+            for level in range(self.levels):
+                level_size = mov_feats[level].shape[2:]
+                if self.sam_levels[level]:
+                    h = resample_embedding(head, size, level_size, 2**level)
+                    mov_feats[level] = torch.cat([mov_feats[level], h[:b]], dim=1)
+                    fix_feats[level] = torch.cat([fix_feats[level], h[b:]], dim=1)
+                if self.sam_levels[level]:  # finer levels would only upsample the embedding grid
+                    e = resample_embedding(proj, size, level_size, 2**level)
+                    level_embeddings.append((e[:b], e[b:]))
+                else:
+                    level_embeddings.append(None)
+
+        ddf = None
+        level_ddfs = []
+        for level in reversed(range(self.levels)):
+            level_size = tuple(mov_feats[level].shape[2:])
+            if ddf is None:
+                ddf_up = mov_feats[level].new_zeros((b, 3, *level_size))
+            else:
+                ddf_up = resize_ddf(ddf, level_size)
+            warped = warp(mov_feats[level], ddf_up)
+            residual = self.estimators[level](torch.cat([warped, fix_feats[level], ddf_up], dim=1))
+            if self.diffeomorphic:
+                residual = velocity_to_ddf(residual, self.int_steps)
+            ddf = compose(ddf_up, residual)
+            level_ddfs.append(ddf)
+
+        out = ddf[..., : size[0], : size[1], : size[2]]
+        if not return_all:
+            return out
+        if level_embeddings is not None:
+            level_embeddings = list(reversed(level_embeddings))  # coarse → fine, like level_ddfs
+        return {"ddf": out, "level_ddfs": level_ddfs, "level_embeddings": level_embeddings, "padded_size": padded}
+
+
+def build_samir(
+    encoder: str | None = "litemedsam",
+    checkpoint: str | None = None,
+    encoder_image_size: int | None = None,
+    cache_dir: str | bool | None = None,
+    slice_axis: int = -1,
+    encoder_batch_size: int = 8,
+    **kwargs,
+) -> SAMIR:
+    """Build the network by encoder name (``None``/"none" gives the no-SAM baseline); kwargs go to ``SAMIR``."""
+    if encoder is None or str(encoder).lower() == "none":
+        return SAMIR(sam_encoder=None, **kwargs)
+    from samir.encoders import build_slice_encoder
+
+    slice_encoder = build_slice_encoder(
+        encoder,
+        checkpoint=checkpoint,
+        image_size=encoder_image_size,
+        cache=cache_dir,
+        axis=slice_axis,
+        batch_size=encoder_batch_size,
+    )
+    return SAMIR(sam_encoder=slice_encoder, sam_channels=slice_encoder.out_channels, **kwargs)
+

@@ -1,0 +1,223 @@
+"""Ignite iteration steps and handlers that plug SAMIR into MONAI's SupervisedTrainer/Evaluator.
+
+MONAI's engines run the loop, the handlers (stats, TensorBoard, checkpoints, validation) and
+the metrics; SAMIR only supplies what a registration iteration does. A batch is a dict with
+``moving``, ``fixed`` (B, 1, H, W, D) in [0, 1] and, optionally, ``moving_label``,
+``fixed_label`` (B, 1, H, W, D) integer maps, as the ``samir.data`` chains produce them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from monai.networks.utils import one_hot
+
+from samir.metrics import registration_metrics
+from samir.spatial import warp_image, warp_label
+
+__all__ = ["RegistrationTrainStep", "RegistrationEvalStep", "PairTableWriter", "pair_inputs", "spacing_of"]
+
+
+def pair_inputs(batch: Mapping, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(moving, fixed), each (B, 1, H, W, D) float on ``device``, from a ``samir.data`` batch."""
+    for key in ("moving", "fixed"):
+        if key not in batch:
+            raise KeyError(f"batch: expected keys 'moving' and 'fixed', got {sorted(batch)}")
+    return (
+        torch.as_tensor(batch["moving"]).float().to(device),
+        torch.as_tensor(batch["fixed"]).float().to(device),
+    )
+
+
+def spacing_of(image) -> tuple[float, ...] | None:
+    """Voxel spacing in mm of a MetaTensor (B, C, H, W, D) from its affine, else None."""
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return None
+    a = torch.as_tensor(affine)
+    a = a[0] if a.ndim == 3 else a
+    return tuple(float(v) for v in torch.linalg.norm(a[:3, :3].double(), dim=0))
+
+
+def _trainable(network: torch.nn.Module):
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+class RegistrationTrainStep:
+    """``iteration_update`` for ``monai.engines.SupervisedTrainer``: one unsupervised step.
+
+    Forward ``SAMIR(x, return_all=True)`` with x = [moving, fixed], the ``RegistrationLoss``
+    terms, backward, optimiser step. Labels are used only when the loss has ``dice_weight`` > 0.
+    Returns ``{"loss": float, <term>: float, ...}`` as ``engine.state.output``.
+    """
+
+    def __init__(self, loss_function: torch.nn.Module, num_classes: int | None = None, grad_clip: float | None = 10.0):
+        self.loss_function = loss_function
+        self.num_classes = num_classes
+        self.grad_clip = grad_clip
+
+    def __call__(self, engine, batch: Mapping) -> dict:
+        network, optimizer = engine.network, engine.optimizer
+        network.train()
+        moving, fixed = pair_inputs(batch, engine.state.device)
+        optimizer.zero_grad(set_to_none=True)
+        outputs = network(torch.cat([moving, fixed], dim=1), return_all=True)
+        onehots = {}
+        if self.num_classes and "moving_label" in batch and "fixed_label" in batch:
+            for key in ("moving_label", "fixed_label"):
+                onehots[key] = one_hot(torch.as_tensor(batch[key]).to(engine.state.device).long(), self.num_classes)
+        terms = self.loss_function(
+            moving, fixed, outputs, onehots.get("moving_label"), onehots.get("fixed_label")
+        )
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {float(loss)} (terms: { {k: float(v) for k, v in terms.items()} })")
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(_trainable(network), self.grad_clip)
+        optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+
+class RegistrationEvalStep:
+    """``iteration_update`` for ``monai.engines.SupervisedEvaluator``: register, warp labels, score.
+
+    ``register_fn(moving, fixed) -> ddf`` defaults to ``engine.network`` on [moving, fixed];
+    pass another (identity, instance optimisation, a classical method) to score it the same way.
+    Output: ``pred`` (warped moving label, one-hot), ``label`` (fixed label, one-hot) for MONAI's
+    MeanDice handler, and ``pairs``: one metrics dict per pair (Dice per label, HD95 mm, folding %,
+    SDlogJ, seconds).
+    """
+
+    def __init__(self, labels: Mapping[int, str], register_fn=None, hd95: bool = True):
+        self.labels = dict(labels)
+        self.num_classes = max(self.labels) + 1
+        self.register_fn = register_fn
+        self.hd95 = hd95
+
+    def __call__(self, engine, batch: Mapping) -> dict:
+        device = engine.state.device
+        moving, fixed = pair_inputs(batch, device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            if self.register_fn is not None:
+                ddf = self.register_fn(moving, fixed)
+            else:
+                engine.network.eval()
+                ddf = engine.network(torch.cat([moving, fixed], dim=1))
+        seconds = (time.perf_counter() - start) / moving.shape[0]
+        out: dict = {"ddf": ddf, "pairs": []}
+        if "moving_label" not in batch or "fixed_label" not in batch:
+            out["pairs"] = [
+                {"folding_pct": m["folding_pct"], "sdlogj": m["sdlogj"], "seconds": seconds}
+                for m in (registration_metrics(ddf[i : i + 1]) for i in range(ddf.shape[0]))
+            ]
+            return out
+        moving_label = torch.as_tensor(batch["moving_label"]).to(device)
+        fixed_label = torch.as_tensor(batch["fixed_label"]).to(device)
+        warped = warp_label(moving_label, ddf)
+        spacing = spacing_of(batch["fixed"]) if self.hd95 else None
+        for i in range(ddf.shape[0]):
+            metrics = registration_metrics(
+                ddf[i : i + 1], warped[i : i + 1], fixed_label[i : i + 1], self.labels,
+                spacing=spacing if self.hd95 else None,
+            )
+            metrics["seconds"] = seconds
+            metrics["pair_id"] = _pair_id(batch, i)
+            out["pairs"].append(metrics)
+        out["pred"] = one_hot(warped.long(), self.num_classes)
+        out["label"] = one_hot(fixed_label.long(), self.num_classes)
+        out["warped_image"] = warp_image(moving, ddf)
+        return out
+
+
+def _pair_id(batch: Mapping, i: int) -> str:
+    ids = batch.get("pair_id")
+    if ids is not None:
+        return str(ids[i] if isinstance(ids, (list, tuple)) else ids)
+    meta = getattr(batch.get("moving"), "meta", {}) or {}
+    names = meta.get("filename_or_obj")
+    return os.path.basename(str(names[i] if isinstance(names, (list, tuple)) else names)) if names else str(i)
+
+
+class PairTableWriter:
+    """Ignite handler: collect ``output["pairs"]`` each iteration, write a CSV and a summary at the end.
+
+    The CSV has a row per pair and a last row ``mean``; the summary (mean ± std per column) is
+    kept in ``engine.state.pair_summary`` and, when ``summary_path`` is given, written as JSON.
+    """
+
+    def __init__(self, csv_path: str | None = None, summary_path: str | None = None):
+        self.csv_path = csv_path
+        self.summary_path = summary_path
+        self.rows: list[dict] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _collect(self, engine) -> None:
+        output = engine.state.output
+        outputs = output if isinstance(output, list) else [output]
+        for o in outputs:
+            self.rows.extend(o.get("pairs", []))
+
+    def summary(self) -> dict:
+        return summarise(self.rows)
+
+    def _write(self, engine) -> None:
+        engine.state.pair_summary = self.summary()
+        if self.csv_path:
+            write_pair_csv(self.csv_path, self.rows)
+        if self.summary_path:
+            import json
+
+            from samir.io import atomic_write
+
+            with atomic_write(self.summary_path) as tmp, open(tmp, "w") as f:
+                json.dump(engine.state.pair_summary, f, indent=2)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and std of every numeric column over pairs (NaN-aware): {column: {"mean", "std", "n"}}."""
+    columns = [k for k in (rows[0] if rows else {}) if k != "pair_id"]
+    out = {}
+    for c in columns:
+        values = np.array([r.get(c, math.nan) for r in rows], dtype=float)
+        finite = values[np.isfinite(values)]
+        out[c] = {
+            "mean": float(finite.mean()) if finite.size else math.nan,
+            "std": float(finite.std()) if finite.size else math.nan,
+            "n": int(finite.size),
+        }
+    return out
+
+
+def write_pair_csv(path: str, rows: list[dict]) -> None:
+    """Write one row per pair plus a ``mean`` row, atomically."""
+    from samir.io import atomic_write
+
+    if not rows:
+        raise ValueError(f"no pairs were evaluated, nothing to write to {path}")
+    columns = ["pair_id"] + [k for k in rows[0] if k != "pair_id"]
+    summary = summarise(rows)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _fmt(r.get(k)) for k in columns})
+        writer.writerow({"pair_id": "mean", **{k: _fmt(summary[k]["mean"]) for k in columns if k in summary}})
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
