@@ -228,16 +228,17 @@ _L2R_NAME = re.compile(r"^(?P<task>[A-Za-z][A-Za-z0-9]*)_(?P<case>\d{4})_(?P<mod
 
 
 def l2r_displacement_name(fixed_path: str | os.PathLike, moving_path: str | os.PathLike) -> str | None:
-    """File name the public Learn2Reg scorer (MDL-UzL/L2R ``evaluation.py``) looks up for a pair.
+    """File name the public Learn2Reg scorer (MDL-UzL/L2R ``evaluation/evaluation.py``) accepts for a pair.
 
-    ``disp_FFFF_MMMM.nii.gz`` only for modality 0000 → 0001 pairs; otherwise the long
-    ``disp_FFFF_ffff_MMMM_mmmm.nii.gz`` (e.g. AbdomenCTCT 0000 → 0000). ``None`` when either
-    name is not a Learn2Reg ``TASK_NNNN_MMMM.nii[.gz]`` name.
+    That scorer requires the short ``disp_FFFF_MMMM.nii.gz`` when the modalities are equal (e.g.
+    AbdomenCTCT 0000 → 0000; its own zero fields are named so) or 0000 → 0001, and the long
+    ``disp_FFFF_ffff_MMMM_mmmm.nii.gz`` otherwise. ``None`` when either name is not a Learn2Reg
+    ``TASK_NNNN_MMMM.nii[.gz]`` name.
     """
     f = _L2R_NAME.match(Path(fixed_path).name)
     m = _L2R_NAME.match(Path(moving_path).name)
     if f is None or m is None:
         return None
-    if f["mod"] == "0000" and m["mod"] == "0001":
+    if f["mod"] == m["mod"] or (f["mod"] == "0000" and m["mod"] == "0001"):
         return f"disp_{f['case']}_{m['case']}.nii.gz"
     return f"disp_{f['case']}_{f['mod']}_{m['case']}_{m['mod']}.nii.gz"
