@@ -28,7 +28,7 @@ def test_true_shift_lowers_hfc(k):
     true[:, 0] = k
     l_id = loss([(moving, fixed)], [identity])
     l_true = loss([(moving, fixed)], [true])
-    assert l_true < 0.05 * l_id  # roll wraps at one border, warping clamps: small residue only
+    assert l_true < 0.2 * l_id  # roll wraps k of 24 rows at one border, warping clamps there: residue only
     assert l_id > 0.1
 
 

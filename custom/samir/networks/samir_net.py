@@ -77,19 +77,6 @@ class _FlowEstimator(nn.Module):
         return self.out(self.body(x))
 
 
-_ENCODER_PREFIX = "sam_encoder."
-
-
-def _drop_encoder_keys(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k.startswith(prefix + _ENCODER_PREFIX)]:
-        del state_dict[key]
-
-
-def _ignore_missing_encoder_keys(module, incompatible_keys):
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if _ENCODER_PREFIX not in k]
-
-
 class SAMIR(nn.Module):
     """Coarse-to-fine deformable registration guided by frozen SAM slice embeddings.
 
@@ -104,8 +91,8 @@ class SAMIR(nn.Module):
     finer levels carry image features only. With ``diffeomorphic=True`` each residual
     is a stationary velocity integrated by scaling and squaring (MONAI ``DVF2DDF``).
 
-    ``state_dict()`` leaves out the frozen encoder (its weights come from the encoder's own
-    checkpoint or package), and ``load_state_dict`` does not ask for them.
+    The frozen encoder is not a registered sub-module of the ``SliceEncoder``: ``state_dict()``
+    holds SAMIR's own weights only (the encoder's come from its package or checkpoint).
 
     Args:
         sam_encoder: frozen slice encoder, or None for the no-SAM baseline (same pyramid, image
@@ -163,11 +150,6 @@ class SAMIR(nn.Module):
             self.register_buffer("hfc_projection", q.T.contiguous(), persistent=True)  # (hfc_channels, C)
         else:
             self.hfc_projection = None
-
-        # the frozen encoder's weights ship with its own package or checkpoint: keep them out of
-        # SAMIR's checkpoints (megabytes per model) and accept their absence when loading
-        self.register_state_dict_post_hook(_drop_encoder_keys)
-        self.register_load_state_dict_post_hook(_ignore_missing_encoder_keys)
 
     # -- helpers -------------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -273,18 +255,26 @@ def build_samir(
     encoder_batch_size: int = 8,
     **kwargs,
 ) -> SAMIR:
-    """Build the network by encoder name (``None``/"none" gives the no-SAM baseline); kwargs go to ``SAMIR``."""
+    """Build the network by encoder name (``None``/"none" gives the no-SAM baseline); kwargs go to ``SAMIR``.
+
+    ``cache_dir``: None = the default embedding cache ($XDG_CACHE_HOME/samir or ~/.cache/samir),
+    False/"none" = no cache, else a folder.
+    """
     if encoder is None or str(encoder).lower() == "none":
         return SAMIR(sam_encoder=None, **kwargs)
-    from samir.encoders import build_slice_encoder
+    from samir.encoders import SliceEncoder, build_encoder
 
-    slice_encoder = build_slice_encoder(
-        encoder,
-        checkpoint=checkpoint,
-        image_size=encoder_image_size,
-        cache=cache_dir,
+    if cache_dir is None:
+        cache = True  # the default place: $XDG_CACHE_HOME/samir or ~/.cache/samir
+    elif cache_dir is False or str(cache_dir).lower() in ("false", "none", "off", ""):
+        cache = None
+    else:
+        cache = cache_dir
+    slice_encoder = SliceEncoder(
+        build_encoder(encoder, checkpoint=checkpoint, image_size=encoder_image_size),
         axis=slice_axis,
         batch_size=encoder_batch_size,
+        cache=cache,
     )
     return SAMIR(sam_encoder=slice_encoder, sam_channels=slice_encoder.out_channels, **kwargs)
 

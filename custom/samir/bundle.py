@@ -1,0 +1,92 @@
+"""Small pieces the bundle configs call, so that the configs stay wiring.
+
+``bundle_dir`` finds the bundle folder whether a config runs from the repository root
+(``bundle/``), from inside an unzipped model-zoo bundle (``.``) or from anywhere else with the
+package installed from a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["bundle_dir", "preprocessing", "limit", "attach_resume", "load_network_weights"]
+
+
+def bundle_dir() -> str:
+    """The bundle folder (holding ``configs/metadata.json``) as a path string."""
+    for candidate in (Path("."), Path("bundle")):
+        if (candidate / "configs" / "metadata.json").is_file():
+            return str(candidate)
+    checkout = Path(__file__).resolve().parents[2] / "bundle"
+    if (checkout / "configs" / "metadata.json").is_file():
+        return str(checkout)
+    raise FileNotFoundError(
+        "bundle folder not found: run from the repository root or the unzipped bundle, or pass --bundle_root DIR"
+    )
+
+
+def preprocessing(dataset: str, half_resolution: bool = True, with_labels: bool = True):
+    """The data set's MONAI chain as the bundle uses it (abdomen at half resolution by default)."""
+    from samir.data.registry import dataset_transforms
+
+    if dataset == "abdomen":
+        return dataset_transforms(dataset, half_resolution=half_resolution, with_labels=with_labels)
+    return dataset_transforms(dataset, with_labels=with_labels)
+
+
+def limit(items: Sequence, n: int | None) -> list:
+    """The first ``n`` items (all with ``None``): short demo runs and tests on few pairs."""
+    items = list(items)
+    if n is None:
+        return items
+    if int(n) < 1:
+        raise ValueError(f"expected a positive number of pairs, got {n}")
+    return items[: int(n)]
+
+
+def _load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle with code, not a torch file
+        raise ValueError(f"checkpoint {path} cannot be read as a torch weights file: {err}") from err
+
+
+def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
+    """With ``resume_from`` (a ``last_checkpoint_*.pt`` of this bundle), restore network, optimiser and
+    trainer state (epoch, iteration) before the run starts; without it do nothing."""
+    if not resume_from:
+        return None
+    state = _load_checkpoint(resume_from)
+    if "network" not in state:
+        raise ValueError(f"checkpoint {resume_from}: expected a training checkpoint with 'network', "
+                         f"'optimizer' and 'trainer', got keys {sorted(state)[:5]}")
+    network.load_state_dict(state["network"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if "trainer" in state:
+        trainer.load_state_dict(state["trainer"])
+    return trainer
+
+
+def load_network_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load a ``model.pt`` (bare state dict or a training checkpoint's 'network') into ``network``.
+
+    A file that does not fit the network (another preset, pyramid or head size) is a clear error
+    naming the file and the first mismatches.
+    """
+    state = _load_checkpoint(path)
+    if "network" in state and isinstance(state["network"], dict):
+        state = state["network"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        raise ValueError(f"weights {path} do not fit this network ({' '.join(lines[:3])[:400]})") from err
+    return network
