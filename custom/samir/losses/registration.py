@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 from monai.losses import BendingEnergyLoss, DiceLoss, DiffusionLoss, LocalNormalizedCrossCorrelationLoss
-from monai.utils import look_up_option
 from torch import nn
 
 from samir.losses.hfc import HierarchicalFeatureConsistencyLoss
@@ -46,7 +45,9 @@ class RegistrationLoss(nn.Module):
                 raise ValueError(f"{name}: expected a non-negative weight, got {value}")
         self.weights = {"sim": sim_weight, "smooth": smooth_weight, "hfc": hfc_weight, "dice": dice_weight}
         self.similarity = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_kernel)
-        self.smoothness = look_up_option(smoothness, SMOOTHNESS)()
+        if smoothness not in SMOOTHNESS:
+            raise ValueError(f"smoothness: expected one of {sorted(SMOOTHNESS)}, got {smoothness!r}")
+        self.smoothness = SMOOTHNESS[smoothness]()
         self.hfc = HierarchicalFeatureConsistencyLoss(hfc_level_weights)
         self.dice = DiceLoss(include_background=False)
 
