@@ -78,6 +78,15 @@ class TestWarp:
         assert out.dtype == torch.uint8
         assert torch.equal(out, lab)
 
+    def test_mixed_dtypes(self):
+        img = torch.rand(1, 1, *SHAPE)
+        ddf = _field("translation").double()
+        out = warp_image(img, ddf)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, warp_image(img, ddf.float()))
+        assert warp_image(img.double(), ddf.float()).dtype == torch.float64
+        assert warp_label(torch.zeros(1, 1, *SHAPE, dtype=torch.int16), ddf).dtype == torch.int16
+
     def test_label_warp_is_nearest(self):
         lab = torch.randint(0, 5, (1, 1, *SHAPE), dtype=torch.int64)
         out = warp_label(lab, _field("sinusoid"))

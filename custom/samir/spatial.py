@@ -51,8 +51,10 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding
     """
     _check_ddf(image, ddf)
     dtype = image.dtype
-    out = _warp_module(mode, padding_mode)(image.float() if not image.is_floating_point() else image, ddf.to(image.device))
-    return out.to(dtype) if not dtype.is_floating_point else out
+    # grid_sample needs one floating dtype for image and grid: use the wider of the two, return the image's
+    work = torch.promote_types(dtype if dtype.is_floating_point else torch.float32, ddf.dtype)
+    out = _warp_module(mode, padding_mode)(image.to(work), ddf.to(device=image.device, dtype=work))
+    return out.to(dtype)
 
 
 def warp_image(image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
