@@ -90,3 +90,13 @@ def load_network_weights(network: torch.nn.Module, path: str | os.PathLike) -> t
         lines = str(err).splitlines()
         raise ValueError(f"weights {path} do not fit this network ({' '.join(lines[:3])[:400]})") from err
     return network
+
+
+def print_summary(evaluator, csv_path: str | None = None) -> dict:
+    """Print the mean of every per-pair metric after an evaluation run (and where the CSV is)."""
+    summary = getattr(evaluator.state, "pair_summary", {}) or {}
+    for key, stats in summary.items():
+        print(f"{key:>20s}: {stats['mean']:.4f} ± {stats['std']:.4f} (n={stats['n']})")
+    if csv_path:
+        print(f"per-pair table: {csv_path}")
+    return summary
