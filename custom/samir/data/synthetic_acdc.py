@@ -233,24 +233,32 @@ def acdc_phantom(pid: int, seed: int = 0) -> dict:
     it = p["intensity"]
     nx, ny, nz = p["shape"]
     # static background (thick-slice average) and coil bias, shared by both frames
-    bg = np.mean([_background(p, X, Y, Zc + o * t) for o in _SUBSAMPLES], axis=0)
+    bg = np.mean([_background(p, X, Y, Zc + o * t) for o in (-1 / 3, 0.0, 1 / 3)], axis=0)
     fx, fy = X / (nx * p["spacing"][0]), Y / (ny * p["spacing"][1])
     fz = (Zc - 0.5 * nz * t) / max(nz * t, 1.0)
     bias = np.exp(p["bias"][0] * fx + p["bias"][1] * fy + p["bias"][2] * fz + p["bias_r2"] * (fx**2 + fy**2))
     rng = np.random.default_rng(p["noise_seed"])
+    # the heart (RV, atrium and pericardium included) lies within this window about its centre
+    c = p["heart_shift"] + p["body_shift"]
+    half = 2.8 * (p["R"] + p["T"]) * max(1.0, p["rv_scale"]) + 12.0
+    sub = tuple(
+        slice(int(np.searchsorted(a.ravel(), ci - half)), int(np.searchsorted(a.ravel(), ci + half)))
+        for a, ci in ((X, c[0]), (Y, c[1]))
+    )
+    Xs, Ys = X[sub[0]], Y[:, sub[1]]
     out: dict = {}
     for phase in ("ED", "ES"):
         geo = _heart_frame(p, phase)
         acc = np.zeros((nx, ny, nz), dtype=np.float32)
         cover = np.zeros_like(acc)
-        label = None
+        label = np.zeros((nx, ny, nz), dtype=np.uint8)
         for o in _SUBSAMPLES:
-            lv, myo, rv, rvw, la, peri, qs = _heart(p, geo, X, Y, Zc + o * t)
-            acc += (lv * it["blood"] + myo * it["myo"] + rv * it["blood"] * 0.95 + rvw * it["myo"]
+            lv, myo, rv, rvw, la, peri, qs = _heart(p, geo, Xs, Ys, Zc + o * t)
+            acc[sub] += (lv * it["blood"] + myo * it["myo"] + rv * it["blood"] * 0.95 + rvw * it["myo"]
                     + la * it["blood"] * 0.92 + peri * it["fat"] * 0.85)
-            cover += lv + myo + rv + rvw + la + peri
+            cover[sub] += lv + myo + rv + rvw + la + peri
             if o == 0.0:
-                label = _labels_from(*qs)
+                label[sub] = _labels_from(*qs)
         n = float(len(_SUBSAMPLES))
         clean = (acc + np.clip(n - cover, 0.0, n) * bg) / n
         clean = clean * bias * p["scale"]

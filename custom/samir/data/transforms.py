@@ -86,16 +86,21 @@ class LoadCheckedd(MapTransform):
         return d
 
 
-def _foreground_box(labels: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray] | None:
+def _foreground_box(labels: Sequence) -> tuple[np.ndarray, np.ndarray] | None:
     """Inclusive (min, max) voxel index of the union of label foregrounds (C, H, W, D), None if empty."""
     union = None
     for lab in labels:
-        fg = torch.as_tensor(lab).reshape(-1, *lab.shape[-3:]).ne(0).any(0)
+        arr = lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab)
+        fg = (arr.reshape(-1, *arr.shape[-3:]) != 0).any(0)
         union = fg if union is None else union | fg
-    if union is None or not bool(union.any()):
+    if union is None or not union.any():
         return None
-    idx = torch.nonzero(union)
-    return idx.min(0).values.cpu().numpy(), idx.max(0).values.cpu().numpy()
+    lo, hi = [], []
+    for axis in range(3):
+        hit = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(hit[0])
+        hi.append(hit[-1])
+    return np.asarray(lo), np.asarray(hi)
 
 
 class ForegroundCropd(MapTransform):
