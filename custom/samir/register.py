@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samir.bundle import bundle_dir
 from samir.data.abdomen import ABDOMEN_LABELS
 from samir.data.acdc import ACDC_LABELS
 from samir.data.checks import check_finite, check_label_values, check_same_grid, load_array, read_header
 from samir.spatial import resize_ddf, warp_image, warp_label
 
-__all__ = ["Preset", "PRESETS", "choose_preset", "Registrar", "register_cli", "RegistrationResult"]
+__all__ = ["Preset", "PRESETS", "choose_preset", "Registrar", "register_cli", "RegistrationResult", "network_from_weights"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,28 @@ class RegistrationResult:
         return asdict(self)
 
 
+def network_from_weights(weights, encoder: str | None = None, checkpoint: str | None = None, cache_dir=None,
+                         what: str = "SAMIR") -> torch.nn.Module:
+    """Build SAMIR from a ``model.pt`` and its sidecar ``model.json`` (the network's arguments), load it."""
+    from samir.bundle import load_network_weights
+    from samir.networks import build_samir
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"weights {weights} for {what} not found: train them (see bundle/docs/README.md) or pass --weights"
+        )
+    sidecar = weights.with_suffix(".json")
+    config = json.loads(sidecar.read_text()).get("network", {}) if sidecar.is_file() else {}
+    if encoder is not None:
+        config["encoder"] = encoder
+    if checkpoint is not None:
+        config["checkpoint"] = checkpoint
+    config["cache_dir"] = cache_dir
+    net = build_samir(**config)
+    return load_network_weights(net, weights)
+
+
 def _check_out_dir(out: Path) -> Path:
     out = Path(out).expanduser()
     try:
@@ -109,11 +133,14 @@ class Registrar:
         device: "cpu", "cuda", "cuda:1", ... (default: cuda when available).
         cache_dir: embedding cache (None: default place; False: off).
         optimize / iterations: refine each pair by instance optimisation (``samir.optimize``).
+        network: a ready SAMIR network used for every preset (the bundle's inference config
+            passes its ``network_def``); otherwise each preset's weights are loaded on first use.
     """
 
     def __init__(self, preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
                  weights: str | None = None, device: str | None = None, cache_dir=None,
-                 optimize: bool = False, iterations: int | None = None, verbose: bool = True):
+                 optimize: bool = False, iterations: int | None = None, verbose: bool = True,
+                 network: torch.nn.Module | None = None):
         if preset != "auto" and preset not in PRESETS:
             raise ValueError(f"preset: expected one of {['auto', *PRESETS]}, got {preset!r}")
         if encoder is not None:
@@ -131,33 +158,22 @@ class Registrar:
         self.iterations = iterations
         self.verbose = verbose
         self._networks: dict[str, torch.nn.Module] = {}
+        self._given_network = network.to(self.device).eval() if network is not None else None
+        self._lock = threading.Lock()
 
     # -- network -------------------------------------------------------------------------------
     def network(self, preset: str) -> torch.nn.Module:
-        """The preset's network, built and loaded once per process."""
-        if preset in self._networks:
+        """The preset's network, built and loaded once per process (thread-safe)."""
+        if self._given_network is not None:
+            return self._given_network
+        with self._lock:
+            if preset not in self._networks:
+                self._networks[preset] = network_from_weights(
+                    self.weights or Path(bundle_dir()) / "models" / PRESETS[preset].weights,
+                    encoder=self.encoder, checkpoint=self.checkpoint, cache_dir=self.cache_dir,
+                    what=f"preset '{preset}'",
+                ).to(self.device).eval()
             return self._networks[preset]
-        from samir.bundle import bundle_dir, load_network_weights
-        from samir.networks import build_samir
-
-        weights = Path(self.weights) if self.weights else Path(bundle_dir()) / "models" / PRESETS[preset].weights
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"weights {weights} for preset '{preset}' not found: train them (see bundle/docs/README.md) "
-                f"or pass --checkpoint/--weights"
-            )
-        sidecar = weights.with_suffix(".json")
-        config = json.loads(sidecar.read_text()).get("network", {}) if sidecar.is_file() else {}
-        if self.encoder is not None:
-            config["encoder"] = self.encoder
-        if self.checkpoint is not None:
-            config["checkpoint"] = self.checkpoint
-        config["cache_dir"] = self.cache_dir
-        net = build_samir(**config)
-        load_network_weights(net, weights)
-        net.to(self.device).eval()
-        self._networks[preset] = net
-        return net
 
     # -- steps ---------------------------------------------------------------------------------
     @staticmethod

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from monai.utils import look_up_option
 
@@ -58,7 +58,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def get_dataset(name: str) -> DatasetSpec:
     """The ``DatasetSpec`` of ``name`` (acdc, abdomen, pairs); unknown names list the valid ones."""
-    return DATASETS[look_up_option(str(name).lower(), DATASETS)]
+    return look_up_option(str(name).lower(), DATASETS)
 
 
 def resolve_data_root(dataset: str, root: str | os.PathLike | None, synthetic_dir: str | os.PathLike | None = None,
