@@ -73,7 +73,24 @@ def _merge(merging: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return merging.conv3(x)
 
 
-def _attention_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _sdpa_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """TinyViT ``Attention`` (windows (B', N, C)) through ``F.scaled_dot_product_attention``.
+
+    Same maths as the vendored module (pre-norm, qkv split per head into key/key/value widths,
+    scale ``key_dim ** -0.5``, learned bias per head and window offset, softmax, proj), with the
+    attention fused into one kernel.
+    """
+    b, n, _ = x.shape
+    qkv = attn.qkv(attn.norm(x)).view(b, n, attn.num_heads, -1)
+    q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
+    bias = attn.ab if hasattr(attn, "ab") and not attn.training else attn.attention_biases[:, attn.attention_bias_idxs]
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias.to(x.dtype)[None], scale=attn.scale
+    )
+    return attn.proj(out.transpose(1, 2).reshape(b, n, attn.dh))
+
+
+def _attention_block(block: nn.Module, x: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
     """One ``TinyViTBlock`` on a (B, H, W, C) map, H and W taken from the tensor.
 
     Window attention over ``window_size``² windows (the map zero-padded at the bottom/right to
@@ -85,7 +102,7 @@ def _attention_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     y = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if (pad_h or pad_w) else x
     nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
     y = y.reshape(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-    y = block.attn(y)
+    y = _sdpa_attention(block.attn, y) if sdpa else block.attn(y)
     y = y.reshape(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
     if pad_h or pad_w:
         y = y[:, :h, :w]
@@ -94,11 +111,12 @@ def _attention_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x + block.mlp(x)
 
 
-def tinyvit_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def tinyvit_forward(net: nn.Module, x: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
     """LiteMedSAM TinyViT forward at any input size: (N, 3, S, S) → (N, 256, S/4, S/4).
 
     Uses the modules of ``net`` (the vendored ``TinyViT``) and none of their hard-coded
     resolutions. Stage 0 (MBConv) works on (B, C, H, W); the attention stages on (B, H, W, C).
+    ``sdpa=True`` runs the window attention through ``F.scaled_dot_product_attention``.
     """
     x = net.patch_embed(x)
     first = net.layers[0]
@@ -108,7 +126,7 @@ def tinyvit_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.permute(0, 2, 3, 1)
     for layer in net.layers[1:]:
         for block in layer.blocks:
-            x = _attention_block(block, x)
+            x = _attention_block(block, x, sdpa)
         if layer.downsample is not None:
             x = _merge(layer.downsample, x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     return net.neck(x.permute(0, 3, 1, 2))
@@ -125,10 +143,11 @@ class LiteMedSAMEncoder(SamEncoder):
         super().__init__(image_size, weights_hash, pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0))
         self.check_image_size(4)
         self.net = net
+        self.sdpa = False  # fused attention kernel: a fast path (samir.encoders.fastpath) turns it on
         self.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tinyvit_forward(self.net, x)
+        return tinyvit_forward(self.net, x, sdpa=self.sdpa)
 
 
 def _load(checkpoint: Path) -> tuple[nn.Module, str]:

@@ -77,6 +77,20 @@ def normalise_slices(slices: torch.Tensor, clip_percentiles: Sequence[float] | N
     return x, blank
 
 
+def _runner(encoder: SamEncoder, fast_path, batch_size: int) -> SamEncoder:
+    from . import fastpath
+
+    if fast_path is None or fast_path is False or fast_path == "eager":
+        return encoder
+    if fast_path == "auto":
+        return fastpath.auto_fast_encoder(encoder, batch_size)
+    if fast_path == "measure":
+        return fastpath.choose_fast_path(encoder, batch_size=min(batch_size, 4))[0]
+    if isinstance(fast_path, dict):
+        return fastpath.make_fast(encoder, **fast_path)
+    raise ValueError(f"fast_path={fast_path!r}: use 'auto', 'eager', 'measure' or a dict of flags")
+
+
 class SliceEncoder(nn.Module):
     """Frozen SAM-family encoder applied slice by slice: (B, 1, H, W, D) → (B, C, h, w, D).
 
@@ -89,6 +103,10 @@ class SliceEncoder(nn.Module):
     cache : None/False (no cache), True (default place), a folder, or an :class:`EmbeddingCache`;
         used per batch item.
     skip_blank : give constant slices the blank-slice embedding instead of encoding them (exact).
+    fast_path : how the encoder runs (see :mod:`samir.encoders.fastpath`): ``"auto"`` (default:
+        the decision stored for this machine by ``samir bench``, else the exact BN-folded path),
+        ``"eager"``/None (the plain module), ``"measure"`` (measure now and store), or a dict of
+        flags (``fuse_bn``, ``channels_last``, ``compile``, ``bf16``).
     """
 
     def __init__(
@@ -99,6 +117,7 @@ class SliceEncoder(nn.Module):
         clip_percentiles: Sequence[float] | None = (0.5, 99.5),
         cache: EmbeddingCache | str | bool | None = None,
         skip_blank: bool = True,
+        fast_path: str | dict | None = "auto",
     ):
         super().__init__()
         if isinstance(encoder, str):
@@ -114,7 +133,7 @@ class SliceEncoder(nn.Module):
             if not 0.0 <= lo < hi <= 100.0:
                 raise ValueError(f"clip_percentiles={clip_percentiles}: need 0 <= low < high <= 100")
             clip_percentiles = (lo, hi)
-        self._holder = [encoder]  # not a sub-module on purpose (see the module docstring)
+        self._holder = [encoder, _runner(encoder, fast_path, int(batch_size))]  # not sub-modules, on purpose
         self.axis = int(axis) % 3
         self.batch_size = int(batch_size)
         self.clip_percentiles = clip_percentiles
@@ -128,6 +147,11 @@ class SliceEncoder(nn.Module):
     @property
     def encoder(self) -> SamEncoder:
         return self._holder[0]
+
+    @property
+    def runner(self) -> SamEncoder:
+        """What actually runs the slices: the encoder or its fast path (same input and output)."""
+        return self._holder[1]
 
     @property
     def out_channels(self) -> int:
@@ -153,6 +177,7 @@ class SliceEncoder(nn.Module):
         """Every parameter that changes the features (the non-data part of the cache key)."""
         return {
             "encoder": self.encoder.signature(),
+            "runtime": self.runner.signature()["runtime"],
             "axis": self.axis,
             "clip_percentiles": list(self.clip_percentiles) if self.clip_percentiles else None,
             "resize": "bilinear-antialias|longest-side|whole-cells|pad-bottom-right",
@@ -166,11 +191,11 @@ class SliceEncoder(nn.Module):
 
     # ------------------------------------------------------------------ encoding
     def _encoder_on(self, device: torch.device) -> SamEncoder:
-        enc = self.encoder
-        p = next(iter(enc.parameters()), None)
+        runner = self.runner
+        p = next(iter(runner.parameters()), None)
         if p is not None and p.device != device:
-            enc.to(device)
-        return enc
+            runner.to(device)
+        return self.encoder
 
     def _prepare(self, x01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(N, P, Q) in [0, 1] → (N, 3, S, S): resize to ``size``, 3 channels, normalise, pad."""
@@ -184,7 +209,7 @@ class SliceEncoder(nn.Module):
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         """Encoder call on a prepared batch (N, 3, S, S) → (N, C, g, g). Fast paths hook here."""
-        return self.encoder(batch)
+        return self.runner(batch)
 
     def _blank_features(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
         memo = (size, str(device))

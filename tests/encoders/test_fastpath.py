@@ -1,0 +1,133 @@
+"""Fast paths: fidelity against fp32 eager (cosine >= 0.99), bf16 gating, stored decisions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from samir.encoders import SliceEncoder, build_encoder, fastpath
+from samir.encoders.fastpath import FastEncoder, auto_fast_encoder, choose_fast_path, fuse_conv_bn, make_fast
+
+
+def _cos(a, b):
+    return float(F.cosine_similarity(a.flatten(2), b.flatten(2), dim=1).mean())
+
+
+@pytest.fixture(scope="module")
+def lite64():
+    return build_encoder("litemedsam", image_size=64)
+
+
+@pytest.fixture(scope="module")
+def sample(lite64):
+    from samir.encoders.fidelity import phantom_slices
+
+    x = phantom_slices(1, 64)[:, None].clamp(0, 1).expand(-1, 3, -1, -1)
+    return lite64.normalize(x)
+
+
+@pytest.fixture(scope="module")
+def eager_ref(lite64, sample):
+    with torch.no_grad():
+        return lite64(sample)
+
+
+@pytest.mark.parametrize("flags", [{"fuse_bn": True}, {"fuse_bn": True, "channels_last": True}, {"channels_last": True}])
+def test_default_paths_match_eager(flags, lite64, sample, eager_ref):
+    fast = make_fast(lite64, **flags)
+    assert isinstance(fast, FastEncoder) and fast.runtime  # flags reach the cache key
+    with torch.no_grad():
+        out = fast(sample)
+    assert out.shape == eager_ref.shape and out.is_contiguous()
+    assert _cos(out, eager_ref) >= 0.99
+    assert torch.allclose(out, eager_ref, atol=1e-3)
+
+
+def test_fuse_conv_bn_is_exact():
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6)))
+    bn = block[0][1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    block.eval()
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        ref = block(x)
+        fused = fuse_conv_bn(block)
+        assert isinstance(fused[0], torch.nn.Conv2d)
+        assert torch.allclose(fused(x), ref, atol=1e-5)
+
+
+def test_shared_network_is_not_modified(lite64):
+    make_fast(lite64, fuse_bn=True)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite64.modules())
+
+
+def test_bf16_refused_without_native_support(monkeypatch):
+    monkeypatch.setattr(fastpath, "native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bf16"):
+        FastEncoder(build_encoder("tiny"), bf16=True)
+    assert "bf16" not in fastpath.allowed_candidates()
+
+
+def test_tiny_needs_no_fast_path():
+    tiny = build_encoder("tiny")
+    assert make_fast(tiny) is tiny  # nothing to fold, nothing asked
+
+
+def test_choose_and_store_decision(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMIR_FASTPATH_FILE", str(tmp_path / "fastpath.json"))
+    tiny = build_encoder("tiny")
+    assert fastpath.stored_decision(tiny, 4) is None
+    chosen, results = choose_fast_path(tiny, batch_size=2, candidates=["eager", "channels_last"], repeats=3)
+    assert {r["path"] for r in results} == {"eager", "channels_last"}
+    assert all(r["cosine"] > 0.99 and r["seconds_per_slice"] > 0 for r in results)
+    flags = fastpath.stored_decision(tiny, 2)
+    assert flags is not None
+    auto = auto_fast_encoder(tiny, 2)
+    assert auto.runtime == chosen.runtime
+
+
+def test_slice_encoder_fast_path_matches_eager(lite64):
+    vol = torch.zeros(1, 1, 48, 40, 2)
+    vol[0, 0, 10:40, 8:30, 0] = torch.rand(30, 22) + 1
+    eager = SliceEncoder(lite64, fast_path="eager")(vol)
+    auto = SliceEncoder(lite64, fast_path="auto")
+    assert auto.runner.runtime.get("fuse_bn") or auto.runner.runtime  # a fast path is on by default
+    assert _cos(auto(vol).flatten(2, 3), eager.flatten(2, 3)) >= 0.99
+    with pytest.raises(ValueError, match="fast_path"):
+        SliceEncoder(lite64, fast_path="turbo")
+
+
+@pytest.mark.slow
+def test_compiled_path_matches_eager(lite64, sample):
+    fast = make_fast(lite64, fuse_bn=True, compile=True)
+    with torch.no_grad():
+        assert _cos(fast(sample), lite64(sample)) >= 0.99
+
+
+@pytest.mark.parametrize("flags", [{"sdpa": True}, {"fuse_bn": True, "sdpa": True, "channels_last": True}])
+def test_sdpa_attention_matches_eager(flags, lite64, sample, eager_ref):
+    fast = make_fast(lite64, **flags)
+    assert fast.runtime.get("sdpa") and not lite64.sdpa  # the shared encoder keeps its own path
+    with torch.no_grad():
+        out = fast(sample)
+    assert _cos(out, eager_ref) >= 0.99 and torch.allclose(out, eager_ref, atol=1e-3)
+
+
+def test_flags_without_effect_are_dropped():
+    tiny = build_encoder("tiny")
+    assert make_fast(tiny, sdpa=True) is tiny
+
+
+def test_bench_quick_smoke(capsys):
+    from samir.bench import run_bench
+
+    res = run_bench(quick=True, encoder="tiny", paths="eager,channels_last", thread_counts="1")
+    text = capsys.readouterr().out
+    assert "GFLOP/s" in text and "peak RSS" in text and "16-slice" in text
+    assert res["machine"]["matmul_gflops"] > 0
+    assert {r["path"] for r in res["rows"]} >= {"eager", "channels_last"}
+    assert res["rows"][0]["speedup"] == pytest.approx(1.0)
