@@ -71,7 +71,9 @@ def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     if "trainer" in state:
+        max_epochs = trainer.state.max_epochs  # the run's own budget, not the checkpoint's
         trainer.load_state_dict(state["trainer"])
+        trainer.state.max_epochs = max(max_epochs or 0, trainer.state.epoch)
     return trainer
 
 
@@ -100,3 +102,52 @@ def print_summary(evaluator, csv_path: str | None = None) -> dict:
     if csv_path:
         print(f"per-pair table: {csv_path}")
     return summary
+
+
+_NOT_EXPORTED = ("_target_", "cache_dir", "checkpoint")
+
+
+def network_arguments(parser) -> dict:
+    """The resolved arguments of a bundle's ``network_def`` (what a ``model.json`` sidecar records)."""
+    raw = parser.get("network_def")
+    return {k: parser.get_parsed_content(f"network_def#{k}") for k in raw if k not in _NOT_EXPORTED}
+
+
+def train_and_export(export: str | None = None, models_dir: str | None = None, **overrides) -> dict:
+    """Run the bundle's ``training`` workflow with ``overrides``; with ``export``, copy the best
+    ``model.pt`` to ``<models_dir>/<export>.pt`` with its ``<export>.json`` sidecar (network
+    arguments and training facts) so ``samir register`` and the other configs can rebuild it.
+    """
+    import json
+    import shutil
+    import time
+
+    from samir.demo import bundle_workflow
+
+    start = time.perf_counter()
+    wf = bundle_workflow(["train.json"], "training", **overrides)
+    wf.run()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    facts = {
+        "network": network_arguments(wf.parser),
+        "dataset": wf.parser.get_parsed_content("dataset"),
+        "data_root": str(wf.parser.get_parsed_content("data_root_resolved")),
+        "num_epochs": wf.parser.get_parsed_content("num_epochs"),
+        "train_pairs": len(wf.parser.get_parsed_content("train#datalist")),
+        "val_pairs": len(wf.parser.get_parsed_content("validate#datalist")),
+        "best_val_mean_dice": float(evaluator.state.best_metric),
+        "best_epoch": int(evaluator.state.best_metric_epoch),
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "loss": {k: wf.parser.get_parsed_content(k) for k in ("sim_weight", "smooth_weight", "hfc_weight", "dice_weight")},
+        "learning_rate": wf.parser.get_parsed_content("learning_rate"),
+    }
+    output_dir = Path(wf.parser.get_parsed_content("output_dir"))
+    wf.finalize()
+    if export:
+        target = Path(models_dir or Path(bundle_dir()) / "models")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(output_dir / "model.pt", target / f"{export}.pt")
+        (target / f"{export}.json").write_text(json.dumps(facts, indent=2) + "\n")
+        print(f"exported {target / export}.pt and .json")
+    print(json.dumps(facts, indent=2))
+    return facts

@@ -49,6 +49,13 @@ class SamirCLI:
 
         run_demo(**kwargs)
 
+    def train(self, export: str | None = None, **overrides):
+        """Run the bundle's training workflow (any train.json key as --key value); --export NAME copies
+        the best weights to bundle/models/NAME.pt with a NAME.json sidecar."""
+        from samir.bundle import train_and_export
+
+        train_and_export(export=export, **overrides)
+
     def register(self, fixed: str, moving: str, out: str, **kwargs):
         """Register MOVING onto FIXED and write the outputs in OUT (see ``samir.register``)."""
         from samir.register import register_cli

@@ -34,7 +34,8 @@ from samir.data.acdc import ACDC_LABELS
 from samir.data.checks import check_finite, check_label_values, check_same_grid, load_array, read_header
 from samir.spatial import resize_ddf, warp_image, warp_label
 
-__all__ = ["Preset", "PRESETS", "choose_preset", "Registrar", "register_cli", "RegistrationResult", "network_from_weights"]
+__all__ = ["Preset", "PRESETS", "choose_preset", "Registrar", "register_cli", "RegistrationResult", "network_from_weights",
+           "PairInferer", "LogPaird"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ class Registrar:
         device: "cpu", "cuda", "cuda:1", ... (default: cuda when available).
         cache_dir: embedding cache (None: default place; False: off).
         optimize / iterations: refine each pair by instance optimisation (``samir.optimize``).
+        from_identity: optimise from identity with no network and no trained weights (implies
+            ``optimize``; only the frozen SAM ``SliceEncoder`` is built, ``encoder`` or litemedsam).
+            ``optimize`` without weights for the preset falls back to it, with a note.
         network: a ready SAMIR network used for every preset (the bundle's inference config
             passes its ``network_def``); otherwise each preset's weights are loaded on first use.
     """
@@ -140,7 +144,7 @@ class Registrar:
     def __init__(self, preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
                  weights: str | None = None, device: str | None = None, cache_dir=None,
                  optimize: bool = False, iterations: int | None = None, verbose: bool = True,
-                 network: torch.nn.Module | None = None):
+                 network: torch.nn.Module | None = None, from_identity: bool = False):
         if preset != "auto" and preset not in PRESETS:
             raise ValueError(f"preset: expected one of {['auto', *PRESETS]}, got {preset!r}")
         if encoder is not None:
@@ -154,7 +158,9 @@ class Registrar:
         self.weights = weights
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache_dir = cache_dir
-        self.optimize = bool(optimize)
+        self.from_identity = bool(from_identity)
+        self.optimize = bool(optimize) or self.from_identity
+        self._slice_encoder = None
         self.iterations = iterations
         self.verbose = verbose
         self._networks: dict[str, torch.nn.Module] = {}
@@ -174,6 +180,31 @@ class Registrar:
                     what=f"preset '{preset}'",
                 ).to(self.device).eval()
             return self._networks[preset]
+
+    def slice_encoder(self):
+        """The frozen SAM ``SliceEncoder`` alone (no network, no trained weights), built once."""
+        with self._lock:
+            if self._slice_encoder is None:
+                from samir.encoders import SliceEncoder, build_encoder
+
+                cache = True if self.cache_dir is None else (
+                    None if self.cache_dir is False or str(self.cache_dir).lower() in ("false", "none", "off", "")
+                    else self.cache_dir)
+                self._slice_encoder = SliceEncoder(build_encoder(self.encoder or "litemedsam", checkpoint=self.checkpoint),
+                                                   cache=cache)
+            return self._slice_encoder
+
+    def _needs_network(self, preset_name: str) -> bool:
+        if self.from_identity:
+            return False
+        if self.optimize and self._given_network is None and self.weights is None and preset_name not in self._networks:
+            path = Path(bundle_dir()) / "models" / PRESETS[preset_name].weights
+            if not path.is_file():
+                if self.verbose:
+                    print(f"samir: no trained weights {path} for preset '{preset_name}': optimising from identity")
+                self.from_identity = True
+                return False
+        return True
 
     # -- steps ---------------------------------------------------------------------------------
     @staticmethod
@@ -211,6 +242,11 @@ class Registrar:
         m = torch.nn.functional.interpolate(moving_on_fixed, size=size, mode="trilinear", align_corners=False)
         f = self._scale_intensity(f[0], preset.intensity)[None].float().to(self.device)
         m = self._scale_intensity(m[0], preset.intensity)[None].float().to(self.device)
+        if not self._needs_network(preset_name):
+            from samir.optimize import optimize_pair
+
+            ddf = optimize_pair(m, f, init_ddf=None, sam_encoder=self.slice_encoder(), iterations=self.iterations)
+            return resize_ddf(torch.as_tensor(ddf).cpu(), tuple(fixed.shape[2:]))
         net = self.network(preset_name)
         with torch.no_grad():
             ddf = net(torch.cat([m, f], dim=1))
@@ -307,11 +343,54 @@ class Registrar:
 def register_cli(fixed: str, moving: str, out: str, moving_label: str | None = None, fixed_label: str | None = None,
                  preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
                  weights: str | None = None, device: str | None = None, cache_dir=None, optimize: bool = False,
-                 iterations: int | None = None) -> None:
-    """``samir register FIXED MOVING --out DIR [...]``: register, write outputs, print the metrics."""
+                 iterations: int | None = None, from_identity: bool = False) -> None:
+    """``samir register FIXED MOVING --out DIR [...]``: register, write outputs, print the metrics.
+
+    ``--optimize [--iterations N]`` refines the network's output per pair; ``--from_identity``
+    optimises from identity with no network or trained weights (only the frozen SAM encoder).
+    """
     registrar = Registrar(preset=preset, encoder=encoder, checkpoint=checkpoint, weights=weights, device=device,
-                          cache_dir=cache_dir, optimize=optimize, iterations=iterations)
+                          cache_dir=cache_dir, optimize=optimize, iterations=iterations, from_identity=from_identity)
     result = registrar.register_files(fixed, moving, out, moving_label=moving_label, fixed_label=fixed_label)
     shown = {k: v for k, v in result.metrics.items() if not k.startswith("hd95_") or k == "hd95_mean"}
     print(json.dumps(shown, indent=2))
     print(f"wrote {', '.join(sorted(Path(p).name for p in result.files.values()))} in {result.out_dir}")
+
+
+class PairInferer:
+    """The bundle's ``inferer``: register one datalist item into ``output_dir/<pair_id>/``.
+
+    ``__call__(item)`` takes a dict {fixed, moving, fixed_label?, moving_label?, pair_id?} of paths
+    and returns ``{"pairs": [metrics row], "result": RegistrationResult}`` for the evaluator's handlers.
+    """
+
+    def __init__(self, registrar: Registrar, output_dir: str):
+        self.registrar = registrar
+        self.output_dir = Path(output_dir)
+
+    def __call__(self, item) -> dict:
+        pair_id = str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
+                                              f"{Path(str(item['fixed'])).name.split('.')[0]}")
+        result = self.registrar.register_files(
+            item["fixed"], item["moving"], self.output_dir / pair_id,
+            moving_label=item.get("moving_label"), fixed_label=item.get("fixed_label"),
+        )
+        row = {"pair_id": pair_id, **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}
+        return {"pairs": [row], "result": result}
+
+
+class LogPaird:
+    """Post-processing: log one line per registered pair (where its outputs are, Dice, folding, seconds)."""
+
+    def __call__(self, output: dict) -> dict:
+        import logging
+
+        result = output.get("result")
+        if result is not None:
+            m = result.metrics
+            dice = f", Dice {m['dice_mean']:.3f}" if m.get("dice_mean") is not None else ""
+            logging.getLogger("samir").info(
+                f"registered → {result.out_dir}{dice}, folding {m.get('folding_pct', float('nan')):.3f} %, "
+                f"{m.get('seconds', float('nan')):.1f} s"
+            )
+        return output

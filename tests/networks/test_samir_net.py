@@ -25,14 +25,13 @@ def test_forward_shape_and_units(tiny_net, shape):
 
 @pytest.mark.parametrize("levels,channels", [(3, (4, 8, 8)), (4, (4, 8, 8, 16))])
 def test_return_all_levels_coarse_to_fine(levels, channels):
-    net = build_samir("tiny", cache_dir=False, levels=levels, channels=channels, head_channels=8, head_blocks=1)
+    net = build_samir("tiny", cache_dir=False, levels=levels, channels=channels, head_channels=8, head_blocks=1, sam_min_level=1)
     out = net(torch.rand(1, 2, 32, 32, 16), return_all=True)
     sizes = [d.shape[2] for d in out["level_ddfs"]]
     assert sizes == [32 // 2 ** (levels - 1 - i) for i in range(levels)]
     assert len(out["level_embeddings"]) == levels
-    assert out["level_embeddings"][-1] is None  # finest level: no SAM (sam_min_level=1)
-    mov, fix = out["level_embeddings"][-2]
-    assert mov.shape == fix.shape and mov.shape[2:] == out["level_ddfs"][-2].shape[2:]
+    for (mov, fix), ddf in zip(out["level_embeddings"], out["level_ddfs"]):  # HFC inputs at every level
+        assert mov.shape == fix.shape and mov.shape[2:] == ddf.shape[2:]
 
 
 def test_baseline_has_no_sam_branch():
@@ -108,3 +107,13 @@ def test_resample_embedding_constant_and_alignment():
 def test_feature_head_shapes():
     head = FeatureHead3D(256, 16, 2)
     assert head(torch.rand(2, 256, 8, 8, 4)).shape == (2, 16, 8, 8, 4)
+
+
+def test_finest_level_upsamples_field():
+    net = build_samir("tiny", cache_dir=False, levels=4, channels=(4, 8, 8, 8), head_channels=8, finest_level=1)
+    out = net(torch.rand(1, 2, 32, 24, 16), return_all=True)
+    assert out["ddf"].shape == (1, 3, 32, 24, 16)
+    assert [d.shape[2] for d in out["level_ddfs"]] == [4, 8, 16]  # levels 3, 2, 1
+    assert len(out["level_embeddings"]) == 3
+    with pytest.raises(ValueError, match="finest_level"):
+        SAMIR(None, levels=3, finest_level=1)

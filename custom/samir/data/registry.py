@@ -36,15 +36,15 @@ class DatasetSpec:
     synthetic: str | None = None  # "acdc"/"abdomen": the generator used when no root is given
 
 
-def _acdc_pairs(root, split):
-    return acdc_pairs(root, split=split)
+def _acdc_pairs(root, split, **options):
+    return acdc_pairs(root, split=split, **options)
 
 
-def _abdomen_pairs(root, split):
-    return abdomen_pairs(root, split=split)
+def _abdomen_pairs(root, split, **options):
+    return abdomen_pairs(root, split=split, **options)
 
 
-def _datalist(root, split):
+def _datalist(root, split, **options):
     # for "pairs", root is the datalist json; its "split" list when it has one, else its pairs
     return datalist_pairs(root, key=None if split in (None, "all") else split)
 
@@ -101,9 +101,12 @@ def resolve_data_root(dataset: str, root: str | os.PathLike | None, synthetic_di
     return target
 
 
-def dataset_pairs(dataset: str, root: str | os.PathLike, split: str = "train") -> list[dict]:
-    """The pairs (list of dicts: fixed, moving, fixed_label?, moving_label?) of ``dataset`` at ``root``."""
-    pairs = get_dataset(dataset).pairs(root, split)
+def dataset_pairs(dataset: str, root: str | os.PathLike, split: str = "train", **options) -> list[dict]:
+    """The pairs (list of dicts: fixed, moving, fixed_label?, moving_label?) of ``dataset`` at ``root``.
+
+    ``options`` go to the reader (e.g. ``val_ids`` for ACDC, ``train_ids``/``test_ids`` for AbdomenCTCT).
+    """
+    pairs = get_dataset(dataset).pairs(root, split, **options)
     if not pairs:
         raise ValueError(f"dataset '{dataset}' at {root}: split '{split}' has no pairs")
     return pairs

@@ -24,14 +24,20 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ImagePyramid(nn.Module):
-    """Shared CNN pyramid: image (B, 1, H, W, D) → list of features, level l at size (H, W, D) / 2**l."""
+    """Shared CNN pyramid: image (B, 1, H, W, D) → list of features, level l at size (H, W, D) / 2**l.
 
-    def __init__(self, channels: Sequence[int]):
+    The first ``light_levels`` levels get one convolution instead of two (no field is estimated there).
+    """
+
+    def __init__(self, channels: Sequence[int], light_levels: int = 0):
         super().__init__()
         stages, cin = [], 1
         for level, c in enumerate(channels):
             stride = 1 if level == 0 else 2
-            stages.append(nn.Sequential(_conv(cin, c, stride), _conv(c, c)))
+            if level < light_levels:  # only feeds the next level: one convolution is enough
+                stages.append(_conv(cin, c, stride))
+            else:
+                stages.append(nn.Sequential(_conv(cin, c, stride), _conv(c, c)))
             cin = c
         self.stages = nn.ModuleList(stages)
 
@@ -104,8 +110,11 @@ class SAMIR(nn.Module):
         diffeomorphic: integrate residual velocities (scaling and squaring, ``int_steps`` steps).
         hfc_channels: channels of the fixed random projection of the frozen embeddings returned
             for the HFC loss (0 keeps all channels).
-        sam_min_level: finest level that carries SAM features (1: half resolution, where
-            LiteMedSAM's 64×64 grid meets a 128×128 slice); finer levels use image features only.
+        finest_level: finest level at which a field is estimated (1: half resolution, the field
+            is then upsampled to the image; about 3× cheaper to train on a CPU than 0).
+        sam_min_level: finest level that carries refined SAM features (2: quarter resolution,
+            where LiteMedSAM's 32×32 grid at 128 px meets a 128×128 slice; 1 for its 64×64 grid
+            at 256 px); finer levels use image features only. HFC uses every level.
     """
 
     def __init__(
@@ -119,8 +128,9 @@ class SAMIR(nn.Module):
         flow_width: int = 32,
         diffeomorphic: bool = False,
         int_steps: int = 7,
-        hfc_channels: int = 64,
-        sam_min_level: int = 1,
+        hfc_channels: int = 32,
+        sam_min_level: int = 2,
+        finest_level: int = 0,
         seed: int = 0,
     ):
         super().__init__()
@@ -134,15 +144,18 @@ class SAMIR(nn.Module):
         self.int_steps = int_steps
         self.sam_encoder = sam_encoder
         self.use_sam = sam_encoder is not None
-        self.pyramid = ImagePyramid(channels)
+        if not 0 <= finest_level <= levels - 3:
+            raise ValueError(f"finest_level: expected 0..{levels - 3} (at least 3 estimated levels), got {finest_level}")
+        self.finest_level = finest_level
+        self.pyramid = ImagePyramid(channels, light_levels=finest_level)
         self.head = FeatureHead3D(sam_channels, head_channels, head_blocks) if self.use_sam else None
         self.estimators = nn.ModuleList()
-        if not 0 <= sam_min_level < levels:
-            raise ValueError(f"sam_min_level: expected 0..{levels - 1}, got {sam_min_level}")
+        if not finest_level <= sam_min_level < levels:
+            raise ValueError(f"sam_min_level: expected {finest_level}..{levels - 1}, got {sam_min_level}")
         self.sam_levels = [self.use_sam and level >= sam_min_level for level in range(levels)]
-        for level, c in enumerate(channels):
+        for level, c in enumerate(channels[finest_level:], start=finest_level):
             cin = 2 * (c + (head_channels if self.sam_levels[level] else 0)) + 3
-            width = flow_width if level > 0 else max(8, flow_width // 2)
+            width = flow_width if level > 0 else max(8, flow_width // 2)  # full resolution: lighter
             self.estimators.append(_FlowEstimator(cin, width))
         if self.use_sam and hfc_channels:
             gen = torch.Generator().manual_seed(seed)
@@ -182,9 +195,9 @@ class SAMIR(nn.Module):
 
         ``moving_embedding``/``fixed_embedding`` (B, C, h, w, d): precomputed frozen embeddings
         (e.g. from the cache), used instead of encoding again. With ``return_all`` the result is
-        a dict: ``ddf``, ``level_ddfs`` (coarse→fine, each (B, 3, *level grid) in that level's
-        voxels, on the padded grid), ``level_embeddings`` ((moving, fixed) projected frozen
-        embeddings per level, None at levels finer than ``sam_min_level``; None for the baseline), ``padded_size``.
+        a dict: ``ddf``, ``level_ddfs`` (coarse→fine down to ``finest_level``, each
+        (B, 3, *level grid) in that level's voxels, on the padded grid), ``level_embeddings`` ((moving, fixed) projected frozen
+        embeddings resampled to each level; None for the baseline), ``padded_size``.
         """
         if x.ndim != 5 or x.shape[1] != 2:
             raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
@@ -211,33 +224,33 @@ class SAMIR(nn.Module):
             head = self.head(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
             level_embeddings = []
             proj = self._project(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
-            for level in range(self.levels):
+            for level in range(self.finest_level, self.levels):
                 level_size = mov_feats[level].shape[2:]
                 if self.sam_levels[level]:
                     h = resample_embedding(head, size, level_size, 2**level)
                     mov_feats[level] = torch.cat([mov_feats[level], h[:b]], dim=1)
                     fix_feats[level] = torch.cat([fix_feats[level], h[b:]], dim=1)
-                if self.sam_levels[level]:  # finer levels would only upsample the embedding grid
-                    e = resample_embedding(proj, size, level_size, 2**level)
-                    level_embeddings.append((e[:b], e[b:]))
-                else:
-                    level_embeddings.append(None)
+                e = resample_embedding(proj, size, level_size, 2**level)  # HFC at every level
+                level_embeddings.append((e[:b], e[b:]))
 
         ddf = None
         level_ddfs = []
-        for level in reversed(range(self.levels)):
+        for level in reversed(range(self.finest_level, self.levels)):
             level_size = tuple(mov_feats[level].shape[2:])
             if ddf is None:
                 ddf_up = mov_feats[level].new_zeros((b, 3, *level_size))
             else:
                 ddf_up = resize_ddf(ddf, level_size)
             warped = warp(mov_feats[level], ddf_up)
-            residual = self.estimators[level](torch.cat([warped, fix_feats[level], ddf_up], dim=1))
+            estimator = self.estimators[level - self.finest_level]
+            residual = estimator(torch.cat([warped, fix_feats[level], ddf_up], dim=1))
             if self.diffeomorphic:
                 residual = velocity_to_ddf(residual, self.int_steps)
             ddf = compose(ddf_up, residual)
             level_ddfs.append(ddf)
 
+        if self.finest_level:  # the finest estimated level is coarser than the image: upsample
+            ddf = resize_ddf(ddf, padded)
         out = ddf[..., : size[0], : size[1], : size[2]]
         if not return_all:
             return out
