@@ -12,7 +12,7 @@ import torch
 
 CROP = (96, 96)  # in-plane box around the heart (voxels), then every 2nd voxel in-plane: 48 x 48 x D
 STEP = 2  # keeps fitting and serving fast on 2 shared CPU cores
-FIT_STEPS = 20
+FIT_STEPS = 30
 TINY_NETWORK = {"encoder": "tiny", "levels": 3, "channels": [4, 8, 8], "head_channels": 8, "head_blocks": 1}
 
 

@@ -159,8 +159,8 @@ class LabelPropagation(InferTask):
         from samir.register import PRESETS
 
         img = sitk.ReadImage(warped_label)
-        arr = sitk.GetArrayViewFromImage(img)
-        source = sitk.GetArrayViewFromImage(sitk.ReadImage(str(self.datastore.final_label_path(moving_id))))
+        arr = sitk.GetArrayFromImage(img)
+        source = sitk.GetArrayFromImage(sitk.ReadImage(str(self.datastore.final_label_path(moving_id))))
         values = sorted(int(v) for v in np.unique(source) if v != 0)
         if len(values) > 255:
             raise HTTPException(status_code=422, detail=f"moving label of {moving_id!r}: {len(values)} labels, at most 255 fit uint8")
