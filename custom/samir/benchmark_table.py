@@ -1,0 +1,195 @@
+"""Benchmark table: identity, the classical peer, the no-SAM baseline, SAMIR, SAMIR + optimisation.
+
+``run_benchmark(dataset="acdc")`` scores each method on the held-out pairs with
+:func:`samir.evaluation.evaluate_pairs` (MONAI's evaluator, the same scoring for every method)
+and prints a Markdown table (Dice, HD95, folding %, SDlogJ, seconds per pair) with a ratio line
+against the classical peer. Every DDF is (B, 3, H, W, D) in voxels of the fixed grid
+(:mod:`samir.spatial`).
+
+Methods:
+
+* ``identity``: zero field;
+* ``demons``: SimpleITK multi-resolution fast symmetric forces demons (:mod:`samir.classical`);
+* ``baseline``: the no-SAM network (``bundle/models/model_baseline.pt``);
+* ``samir``: the SAMIR network (``bundle/models/model.pt`` + ``model.json``);
+* ``samir+opt``: the SAMIR network's output refined by :func:`samir.optimize.optimize_pair`;
+  without SAMIR weights it runs from identity (no network) and the row says so;
+* ``opt``: :func:`samir.optimize.optimize_pair` from identity on the frozen ``encoder``.
+
+Rows whose weights do not exist are skipped with a printed note. Seconds per pair include
+encoding with the frozen SAM encoder where the embedding cache is cold (each volume is encoded
+once; ACDC's ED→ES and ES→ED pairs share their volumes).
+
+Run: ``python -m samir.benchmark_table --dataset acdc --n_pairs 4``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["run_benchmark", "METHOD_NAMES"]
+
+METHOD_NAMES = {
+    "identity": "identity",
+    "demons": "SimpleITK demons (classical peer)",
+    "baseline": "no-SAM baseline network",
+    "samir": "SAMIR network",
+    "samir+opt": "SAMIR + optimisation",
+    "opt": "optimisation from identity (SAM features, no weights)",
+}
+COLUMNS = ("dice_mean", "hd95_mean", "folding_pct", "sdlogj", "seconds")
+HEADERS = ("method", "pairs", "Dice", "HD95 mm", "folding %", "SDlogJ", "s / pair")
+
+
+def _mean(values) -> float:
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    v = [x for x in v if math.isfinite(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def _network(path, what):
+    from samir.register import network_from_weights
+
+    return network_from_weights(path, what=what).eval()
+
+
+def _net_fn(net):
+    def fn(moving, fixed):
+        with torch.no_grad():
+            return net(torch.cat([moving, fixed], dim=1))
+
+    return fn
+
+
+def run_benchmark(
+    dataset: str = "acdc",
+    root: str | None = None,
+    n_pairs: int | None = 4,
+    methods: Sequence[str] = ("identity", "demons", "baseline", "samir", "samir+opt"),
+    encoder: str = "litemedsam",
+    weights: str | None = None,
+    baseline_weights: str | None = None,
+    out_csv: str | None = None,
+    split: str = "test",
+    iterations=None,
+    cache_dir=True,
+    hd95: bool = True,
+    transform_kwargs: dict | None = None,
+) -> list[dict]:
+    """Score ``methods`` on the first ``n_pairs`` of ``dataset``'s ``split`` and print the table.
+
+    ``root`` None: the synthetic stand-in (``samir.data.registry.resolve_data_root``). ``weights`` /
+    ``baseline_weights`` default to ``bundle/models/model.pt`` / ``model_baseline.pt``. ``encoder``
+    is the frozen encoder of the optimisation from identity; ``cache_dir`` its embedding cache
+    (True: default place, None/False: off). Returns one summary dict per method (also ``out_csv``).
+    """
+    from samir.bundle import bundle_dir
+    from samir.classical import demons_register
+    from samir.data.registry import dataset_pairs, dataset_transforms, get_dataset, resolve_data_root
+    from samir.evaluation import evaluate_pairs, format_table, identity_register
+    from samir.optimize import optimize_pair
+
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; valid: {', '.join(METHOD_NAMES)}")
+    spec = get_dataset(dataset)
+    data_root = resolve_data_root(dataset, root)
+    pairs = dataset_pairs(dataset, data_root, split)
+    if n_pairs:
+        pairs = pairs[: int(n_pairs)]
+    transform = dataset_transforms(dataset, **(transform_kwargs or {}))
+    models = Path(bundle_dir()) / "models"
+    weights = Path(weights) if weights else models / "model.pt"
+    baseline_weights = Path(baseline_weights) if baseline_weights else models / "model_baseline.pt"
+
+    slice_encoder = None
+
+    def sam_encoder():
+        nonlocal slice_encoder
+        if slice_encoder is None:
+            from samir.encoders import SliceEncoder, build_encoder
+
+            slice_encoder = SliceEncoder(build_encoder(encoder), cache=cache_dir or None)
+        return slice_encoder
+
+    samir_net = None
+    summaries = []
+    print(f"Benchmark: {spec.name} at {data_root}, split '{split}', {len(pairs)} pairs")
+    for method in methods:
+        label = METHOD_NAMES[method]
+        if method == "identity":
+            fn = identity_register
+        elif method == "demons":
+            def fn(moving, fixed):
+                return demons_register(moving, fixed)
+        elif method == "baseline":
+            if not baseline_weights.is_file():
+                print(f"note: skipping '{label}': no weights at {baseline_weights}")
+                continue
+            fn = _net_fn(_network(baseline_weights, "the no-SAM baseline"))
+        elif method in ("samir", "samir+opt"):
+            if samir_net is None and weights.is_file():
+                samir_net = _network(weights, "SAMIR")
+            if samir_net is None:
+                if method == "samir":
+                    print(f"note: skipping '{label}': no weights at {weights}")
+                    continue
+                print(f"note: no SAMIR weights at {weights}: '{label}' runs from identity ({encoder} features)")
+                label = METHOD_NAMES["opt"] + f" [{encoder}]"
+
+                def fn(moving, fixed):
+                    return optimize_pair(moving, fixed, sam_encoder=sam_encoder(), iterations=iterations)
+            elif method == "samir":
+                fn = _net_fn(samir_net)
+            else:
+                net = samir_net
+
+                def fn(moving, fixed, net=net):
+                    with torch.no_grad():
+                        ddf = net(torch.cat([moving, fixed], dim=1))
+                    return optimize_pair(moving, fixed, init_ddf=ddf, sam_encoder=net.sam_encoder,
+                                         iterations=iterations)
+        else:  # "opt"
+            label = METHOD_NAMES["opt"] + f" [{encoder}]"
+
+            def fn(moving, fixed):
+                return optimize_pair(moving, fixed, sam_encoder=sam_encoder(), iterations=iterations)
+
+        t0 = time.perf_counter()
+        rows = evaluate_pairs(pairs, transform, spec.labels, register_fn=fn, hd95=hd95)
+        summary = {"method": label, "key": method, "pairs": len(rows),
+                   **{c: _mean(r.get(c) for r in rows) for c in COLUMNS}}
+        summaries.append(summary)
+        print(f"  {label}: Dice {summary['dice_mean']:.3f}, {summary['seconds']:.1f} s/pair "
+              f"({time.perf_counter() - t0:.0f} s in all)", flush=True)
+
+    print()
+    print(format_table(summaries, ("method", "pairs", *COLUMNS), HEADERS))
+    peer = next((s for s in summaries if s["key"] == "demons"), None)
+    best = next((s for s in summaries if s["key"] == "samir+opt"), None) or next(
+        (s for s in summaries if s["key"] == "opt"), None)
+    if peer and best:
+        print(f"\n{best['method']} vs {peer['method']}: Dice {best['dice_mean']:.3f} / {peer['dice_mean']:.3f} "
+              f"= ×{best['dice_mean'] / peer['dice_mean']:.3f}; seconds {best['seconds']:.1f} / {peer['seconds']:.1f} "
+              f"= ×{best['seconds'] / max(peer['seconds'], 1e-9):.2f}")
+    if out_csv:
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(out_csv) + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["method", "key", "pairs", *COLUMNS])
+            w.writeheader()
+            w.writerows(summaries)
+        tmp.replace(out_csv)
+    return summaries
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(run_benchmark)
