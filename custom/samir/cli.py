@@ -74,6 +74,12 @@ class SamirCLI:
 
         benchmark_table(**kwargs)
 
+    def figures(self, dataset: str = "acdc", out: str | None = None, **kwargs):
+        """Draw one registered pair (checkerboard, deformed grid, Jacobian) as a PNG for the model card."""
+        from samir.figures import figure_for_dataset
+
+        print(figure_for_dataset(dataset, out or f"bundle/docs/figures/{dataset}_pair.png", **kwargs))
+
     def zip(self, out: str = ".", bundle: str = "bundle"):
         """Write samir_registration_v<version>.zip, a model-zoo bundle."""
         from samir.bundle_zip import write_bundle_zip
