@@ -7,7 +7,8 @@ Prints (and returns) one table, all numbers measured in the same run:
 * per encoder, input size and path (eager, BN-folded, channels-last, ``torch.compile`` with
   ``compile=True``, bf16 only where the CPU has it natively): milliseconds per slice (median of
   ``repeats`` ≥ 3 runs of a ``batch``-slice batch), GFLOP per slice (counted with torch's
-  ``FlopCounterMode``), achieved GFLOP/s and its share of the matmul rate, the embedding cosine
+  ``FlopCounterMode``; the paths are timed round-robin so that outside load hits all alike),
+  the minimum as well, achieved GFLOP/s and its share of the matmul rate, the embedding cosine
   against fp32 eager at the same size, and the speed-up against the **fp32 eager LiteMedSAM
   256-px baseline** of this run;
 * encoding one 16-slice 128×128 volume (12 slices of anatomy, 4 blank, like a padded ACDC
@@ -25,6 +26,7 @@ machine's fast-path decision (``SliceEncoder(fast_path="auto")`` then uses it; s
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -139,14 +141,17 @@ def run_bench(
     base_size = 32 if quick else 256
 
     info = cpu_info()
+    info["load_before"] = os.getloadavg()[0]
     info["matmul_gflops"] = matmul_gflops(1024 if quick else 2048)
     lines = [
         f"CPU: {info['cpu']} | torch {info['torch']} | capability {info['capability']} | "
         f"native bf16: {info['native_bf16']} | threads {info['threads']} of {info['cores']} cores",
-        f"fp32 matmul: {info['matmul_gflops']:.1f} GFLOP/s (2048² GEMM, median of 3)",
+        f"fp32 matmul: {info['matmul_gflops']:.1f} GFLOP/s (2048² GEMM, median of 3); "
+        f"1-min load average at start: {info['load_before']:.1f}",
         "",
-        "| encoder | input px | path | ms/slice | GFLOP/slice | GFLOP/s | % matmul | cosine vs eager | vs eager 256 px |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| encoder | input px | path | ms/slice (median) | ms/slice (min) | GFLOP/slice | GFLOP/s (median) "
+        "| % matmul | cosine vs eager | vs eager 256 px |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows: list[dict] = []
     baseline: float | None = None
@@ -168,30 +173,39 @@ def run_bench(
         g = torch.Generator().manual_seed(0)
         x = enc.normalize(torch.rand(batch, 1, size, size, generator=g).expand(-1, 3, -1, -1))
         gflop = count_gflop(enc, x[:1])
-        ref = None
+        # every path is warmed up first, then timed round-robin (repeat r of every path, then
+        # repeat r+1...), so that load from other processes hits all paths alike
+        fasts, outs, firsts = {}, {}, {}
         for path in paths:
             flags = CANDIDATES[path]
             if flags.get("bf16") and not native_bf16():
                 continue
-            fast = make_fast(enc, **flags)
+            fasts[path] = make_fast(enc, **flags)
             t0 = time.perf_counter()
             with torch.no_grad():
-                y = fast(x)
-            first = time.perf_counter() - t0
-            with torch.no_grad():
-                sec = _median_time(lambda fast=fast, x=x: fast(x), repeats) / batch
-            if ref is None:
-                ref = y
+                outs[path] = fasts[path](x)
+            firsts[path] = time.perf_counter() - t0
+        times: dict[str, list[float]] = {p: [] for p in fasts}
+        with torch.no_grad():
+            for _ in range(repeats):
+                for path, fast in fasts.items():
+                    t0 = time.perf_counter()
+                    fast(x)
+                    times[path].append((time.perf_counter() - t0) / batch)
+        ref = outs[next(iter(outs))]
+        for path in fasts:
+            sec, best = statistics.median(times[path]), min(times[path])
+            y, first = outs[path], firsts[path]
             cos = float(torch.nn.functional.cosine_similarity(y.flatten(2), ref.flatten(2), dim=1).mean())
             if label == encoder and size == base_size and path == "eager":
                 baseline = sec
-            row = {"encoder": label, "size": size, "path": path, "ms_per_slice": sec * 1e3, "gflop": gflop,
-                   "gflops": gflop / sec, "matmul_share": gflop / sec / info["matmul_gflops"], "cosine": cos,
-                   "first_call_s": first, "speedup": (baseline / sec) if baseline else None}
+            row = {"encoder": label, "size": size, "path": path, "ms_per_slice": sec * 1e3, "min_ms": best * 1e3,
+                   "gflop": gflop, "gflops": gflop / sec, "matmul_share": gflop / sec / info["matmul_gflops"],
+                   "cosine": cos, "first_call_s": first, "speedup": (baseline / sec) if baseline else None}
             rows.append(row)
             lines.append(
-                f"| {label} | {size} | {path} | {row['ms_per_slice']:.0f} | {gflop:.1f} | {row['gflops']:.1f} | "
-                f"{100 * row['matmul_share']:.0f}% | {cos:.4f} | "
+                f"| {label} | {size} | {path} | {row['ms_per_slice']:.0f} | {row['min_ms']:.0f} | {gflop:.1f} | "
+                f"{row['gflops']:.1f} | {100 * row['matmul_share']:.0f}% | {cos:.4f} | "
                 + (f"{row['speedup']:.2f}×" if row["speedup"] else "–")
                 + (f" (first call {first:.0f} s)" if "compile" in path else "")
                 + " |"
@@ -243,7 +257,7 @@ def run_bench(
         extra.append({"name": name, "seconds": sec})
         lines.append(f"| {name} | {sec:.3f} s | |")
     rss = _peak_rss_mib()
-    lines += ["", f"peak RSS: {rss:.0f} MiB"]
+    lines += ["", f"peak RSS: {rss:.0f} MiB; 1-min load average at end: {os.getloadavg()[0]:.1f}"]
     text = "\n".join(lines)
     print(text)
     if out:

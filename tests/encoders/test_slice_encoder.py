@@ -109,3 +109,8 @@ def test_bad_arguments():
         _encoder(clip_percentiles=(99, 1))
     with pytest.raises(ValueError, match=r"\(B, 1, H, W, D\)"):
         _encoder()(torch.rand(1, 2, 8, 8, 2))
+
+
+def test_warm_up_runs_one_batch():
+    se = _encoder(batch_size=2)
+    assert se.warm_up() >= 0.0

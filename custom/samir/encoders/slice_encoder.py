@@ -189,6 +189,19 @@ class SliceEncoder(nn.Module):
         """Key of one volume ``(1, H, W, D)`` (or ``(H, W, D)``) under the current settings."""
         return make_key(volume, self.cache_params())
 
+    def warm_up(self) -> float:
+        """Run one batch through the encoder path (compiles a ``torch.compile`` path now rather than
+        on the first request: call it at server start). Returns the seconds it took."""
+        runner = self.runner
+        if hasattr(runner, "warm_up"):
+            return runner.warm_up(self.batch_size)
+        import time
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            runner(torch.zeros(self.batch_size, 3, runner.image_size, runner.image_size))
+        return time.perf_counter() - t0
+
     # ------------------------------------------------------------------ encoding
     def _encoder_on(self, device: torch.device) -> SamEncoder:
         runner = self.runner
