@@ -1,0 +1,150 @@
+"""`samir register`: outputs on the fixed grid, clear errors, nothing half-written."""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from samir.cli import main
+from samir.networks import build_samir
+from samir.register import PRESETS, Registrar, choose_preset
+
+TINY = {"encoder": "tiny", "encoder_image_size": 32, "levels": 3, "channels": [4, 8, 8], "head_channels": 8,
+        "head_blocks": 1, "flow_width": 8, "sam_min_level": 1, "hfc_channels": 8}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    net = build_samir(cache_dir=False, **TINY)
+    torch.save(net.state_dict(), d / "model.pt")
+    (d / "model.json").write_text(json.dumps({"network": TINY}))
+    return d / "model.pt"
+
+
+def _nifti(path, array, affine=None):
+    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
+    return str(path)
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    rng = np.random.default_rng(0)
+    zz = np.zeros((40, 36, 10), np.float32)
+    zz[10:30, 8:28, 2:8] = 1.0
+    fixed = zz + 0.05 * rng.standard_normal(zz.shape).astype(np.float32)
+    moving_arr = np.roll(zz, 2, axis=0)
+    aff_f = np.diag([1.5, 1.5, 8.0, 1.0])
+    aff_m = np.diag([1.5, 1.5, 8.0, 1.0])
+    aff_m[:3, 3] = [-1.5, 0.0, 0.0]  # moving grid shifted by one voxel in world space
+    lab_f = (zz > 0.5).astype(np.uint8)
+    lab_m = np.roll(lab_f, 2, axis=0)
+    return {
+        "fixed": _nifti(tmp_path / "fixed.nii.gz", fixed, aff_f),
+        "moving": _nifti(tmp_path / "moving.nii.gz", moving_arr, aff_m),
+        "fixed_label": _nifti(tmp_path / "fixed_gt.nii.gz", lab_f, aff_f),
+        "moving_label": _nifti(tmp_path / "moving_gt.nii.gz", lab_m, aff_m),
+        "affine": aff_f,
+        "shape": zz.shape,
+    }
+
+
+def test_outputs_on_fixed_grid(pair, weights, tmp_path):
+    reg = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu")
+    out = tmp_path / "out"
+    result = reg.register_files(pair["fixed"], pair["moving"], out, moving_label=pair["moving_label"],
+                                fixed_label=pair["fixed_label"])
+    names = {p.name for p in out.iterdir()}
+    assert names == {"warped_image.nii.gz", "warped_label.nii.gz", "ddf_voxels.nii.gz",
+                     "displacement_lps_mm.nii.gz", "metrics.json"}
+    for name in ("warped_image.nii.gz", "warped_label.nii.gz", "ddf_voxels.nii.gz"):
+        img = nib.load(str(out / name))
+        assert img.shape[:3] == pair["shape"]
+        np.testing.assert_allclose(img.affine, pair["affine"], atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("dice_mean", "folding_pct", "sdlogj", "seconds", "dice_mean_before"):
+        assert key in metrics
+    assert result.preset == "cardiac"
+    # the world-space resampling undid the one-voxel grid shift: labels overlap better than the raw arrays
+    raw = nib.load(pair["moving_label"]).get_fdata() > 0
+    fixed_lab = nib.load(pair["fixed_label"]).get_fdata() > 0
+    raw_dice = 2 * (raw & fixed_lab).sum() / (raw.sum() + fixed_lab.sum())
+    assert metrics["dice_mean_before"] > raw_dice
+
+
+def test_learn2reg_names_get_a_disp_file(tmp_path, weights):
+    arr = np.random.default_rng(1).random((24, 20, 16)).astype(np.float32)
+    f = _nifti(tmp_path / "AbdomenCTCT_0022_0000.nii.gz", arr * 1000 - 500)
+    m = _nifti(tmp_path / "AbdomenCTCT_0021_0000.nii.gz", arr[::-1].copy() * 1000 - 500)
+    reg = Registrar(preset="generic", weights=str(weights), cache_dir=False, device="cpu")
+    result = reg.register_files(f, m, tmp_path / "out")
+    disp = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("disp_")]
+    assert len(disp) == 1 and nib.load(str(disp[0])).shape == (24, 20, 16, 3)
+    assert "l2r_displacement" in result.files
+
+
+def test_preset_choice():
+    ct = np.full((32, 32, 32), -1000.0)
+    assert choose_preset(ct, (1, 1, 1)) == "abdomen"
+    assert choose_preset(np.random.rand(160, 160, 10), (1.5, 1.5, 8.0)) == "cardiac"
+    assert choose_preset(np.random.rand(96, 96, 96), (1, 1, 1)) == "generic"
+    assert set(PRESETS) == {"cardiac", "abdomen", "generic"}
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "moving.*(does not exist|found nothing|expected)"),
+        ("2d", "3D"),
+        ("nan", "NaN"),
+        ("label_grid", "shape mismatch"),
+    ],
+)
+def test_bad_input_clear_error_nothing_written(case, match, pair, weights, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("already here")
+    kwargs = {"moving_label": pair["moving_label"]}
+    fixed, moving = pair["fixed"], pair["moving"]
+    if case == "missing":
+        moving = str(tmp_path / "nope" / "moving.nii.gz")
+        kwargs = {}
+    elif case == "2d":
+        fixed = _nifti(tmp_path / "flat.nii.gz", np.zeros((30, 30), np.float32))
+    elif case == "nan":
+        arr = nib.load(pair["fixed"]).get_fdata().astype(np.float32)
+        arr[3, 3, 3] = np.nan
+        fixed = _nifti(tmp_path / "nan.nii.gz", arr, pair["affine"])
+    elif case == "label_grid":
+        kwargs = {"moving_label": _nifti(tmp_path / "small_gt.nii.gz", np.zeros((8, 8, 8), np.uint8))}
+    reg = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu")
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        reg.register_files(fixed, moving, out, **kwargs)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # nothing half-written, nothing lost
+
+
+def test_unknown_preset_and_encoder():
+    with pytest.raises(ValueError, match="preset"):
+        Registrar(preset="brain")
+    with pytest.raises(ValueError, match="encoder"):
+        Registrar(encoder="vit_giant")
+
+
+def test_unwritable_output_dir(pair, weights, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    reg = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu")
+    with pytest.raises(PermissionError, match="cannot be written"):
+        reg.register_files(pair["fixed"], pair["moving"], blocker / "out")
+
+
+def test_cli_prints_error_line_and_exits_2(pair, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["register", pair["fixed"], str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "samir: error:" in err and "missing.nii.gz" in err
