@@ -1,13 +1,11 @@
 """`samir register`: outputs on the fixed grid, clear errors, nothing half-written."""
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from samir.cli import main
 from samir.networks import build_samir
 from samir.register import PRESETS, Registrar, choose_preset

@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from samir.bundle_zip import write_bundle_zip
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from samir.data.acdc import ACDC_LABELS, acdc_pairs
 from samir.data.synthetic_acdc import write_synthetic_acdc
 from samir.data.transforms import acdc_transforms, load_pair

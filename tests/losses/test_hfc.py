@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from samir.losses import HierarchicalFeatureConsistencyLoss, RegistrationLoss
 from samir.networks import build_samir
 

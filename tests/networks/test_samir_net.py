@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from samir.networks import SAMIR, FeatureHead3D, build_samir, resample_embedding
 
 
