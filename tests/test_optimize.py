@@ -140,6 +140,16 @@ def test_image_only_and_displacement_variants(acdc_pair):
     assert folding_fraction(ddf) < 0.01
 
 
+def test_runs_under_no_grad():
+    """MONAI's evaluator calls register functions under ``torch.no_grad()``."""
+    g = torch.Generator().manual_seed(0)
+    fixed = F.avg_pool3d(torch.rand(1, 1, 24, 24, 12, generator=g), 5, stride=1, padding=2)
+    moving = warp(fixed, torch.full((1, 3, 24, 24, 12), 1.0))
+    with torch.no_grad():
+        ddf = optimize_pair(moving, fixed, iterations=(5, 5, 5))
+    assert ddf.shape == (1, 3, 24, 24, 12) and ddf.abs().max() > 0
+
+
 def test_bad_inputs_are_clear_errors():
     x = torch.rand(1, 1, 16, 16, 8)
     with pytest.raises(ValueError, match="moving/fixed"):

@@ -306,16 +306,17 @@ def optimize_pair(
                         v = resize_ddf(d, psize)
         else:
             v = resize_ddf(v.detach(), psize)
-        v = v.clone().requires_grad_(True)
-        opt = torch.optim.Adam([v], lr=lr)
         if li == len(sizes) - 1:
             with torch.no_grad():
                 start_value = float(obj.data_term(m_l, f_l, em_l, ef_l, base))
-        for _ in range(n_iter):
-            opt.zero_grad()
-            loss = obj.data_term(m_l, f_l, em_l, ef_l, field(v)) + smooth_weight * obj.smooth(v)
-            loss.backward()
-            opt.step()
+        with torch.enable_grad():  # callers (e.g. MONAI's evaluator) may run us under no_grad
+            v = v.clone().requires_grad_(True)
+            opt = torch.optim.Adam([v], lr=lr)
+            for _ in range(n_iter):
+                opt.zero_grad()
+                loss = obj.data_term(m_l, f_l, em_l, ef_l, field(v)) + smooth_weight * obj.smooth(v)
+                loss.backward()
+                opt.step()
         if verbose:
             print(f"optimize: level {li} {lsize} ({psize} control grid), {n_iter} steps, loss {float(loss.detach()):.4f}")
 
