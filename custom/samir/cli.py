@@ -68,11 +68,11 @@ class SamirCLI:
 
         run_bench(**kwargs)
 
-    def evaluate(self, **kwargs):
-        """Benchmark table of identity / no-SAM baseline / SAMIR on held-out pairs."""
-        from samir.evaluation import benchmark_table
+    def evaluate(self, dataset: str = "acdc", **kwargs):
+        """Benchmark table on held-out pairs: identity, demons, no-SAM baseline, SAMIR, SAMIR + optimisation."""
+        from samir.benchmark_table import run_benchmark
 
-        benchmark_table(**kwargs)
+        run_benchmark(dataset=dataset, **kwargs)
 
     def figures(self, dataset: str = "acdc", out: str | None = None, **kwargs):
         """Draw one registered pair (checkerboard, deformed grid, Jacobian) as a PNG for the model card."""

@@ -106,7 +106,8 @@ def test_train_evaluate_resume(acdc_root, tmp_path):
 
     # evaluate: a CSV row per pair plus the mean row, with every column the issue asks for
     ev = _workflow(["train.json", "evaluate.json"], "evaluating",
-                   **{**_common(acdc_root, tmp_path / "eval"), "model_file": str(out / "model.pt")})
+                   **{**_common(acdc_root, tmp_path / "eval"), "model_file": str(out / "model.pt"),
+                      "max_val_pairs": None})
     ev.run()
     ev.finalize()
     rows = list(csv.DictReader(open(tmp_path / "eval" / "evaluation.csv")))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from monai.losses import BendingEnergyLoss, DiceLoss, DiffusionLoss, LocalNormalizedCrossCorrelationLoss
+from monai.networks.layers import GaussianFilter
 from torch import nn
 
 from samir.losses.hfc import HierarchicalFeatureConsistencyLoss
@@ -26,6 +27,7 @@ class RegistrationLoss(nn.Module):
         smooth_weight: weight of the smoothness term ``smoothness`` ("diffusion" or "bending").
         hfc_weight: weight of the HFC term; ``hfc_level_weights`` finest first.
         dice_weight: weight of MONAI's DiceLoss on warped one-hot labels (0 = unsupervised).
+        sim_sigma: Gaussian sigma (voxels) applied to both images before the similarity term.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class RegistrationLoss(nn.Module):
         ncc_kernel: int = 9,
         smoothness: str = "diffusion",
         hfc_level_weights: Sequence[float] = (1.0, 0.5, 0.25, 0.125, 0.0625),
+        sim_sigma: float = 1.0,
     ):
         super().__init__()
         for name, value in (("sim_weight", sim_weight), ("smooth_weight", smooth_weight),
@@ -50,6 +53,10 @@ class RegistrationLoss(nn.Module):
         self.smoothness = SMOOTHNESS[smoothness]()
         self.hfc = HierarchicalFeatureConsistencyLoss(hfc_level_weights)
         self.dice = DiceLoss(include_background=False)
+        # Gaussian pre-smoothing of both images for the similarity term: on noisy images a uniform
+        # half-voxel shift "wins" LNCC by blurring the noise through interpolation; smoothing first
+        # removes that trivial optimum (0 disables it)
+        self.blur = GaussianFilter(spatial_dims=3, sigma=sim_sigma) if sim_sigma > 0 else None
 
     def forward(
         self,
@@ -60,6 +67,8 @@ class RegistrationLoss(nn.Module):
         fixed_onehot: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         ddf = outputs["ddf"]
+        if self.blur is not None:
+            moving, fixed = self.blur(moving), self.blur(fixed)
         warped = warp_image(moving, ddf)
         terms = {
             "sim": self.similarity(warped, fixed),
