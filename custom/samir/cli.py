@@ -64,8 +64,10 @@ class SamirCLI:
 
     def bench(self, **kwargs):
         """Print the speed/memory benchmark table."""
-        from samir.bench import run_bench
+        from samir.bench import network_rows, run_bench
 
+        if not kwargs.get("quick"):
+            kwargs.setdefault("extra_rows", network_rows())
         run_bench(**kwargs)
 
     def evaluate(self, dataset: str = "acdc", **kwargs):
