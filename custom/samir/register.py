@@ -73,7 +73,7 @@ def choose_preset(fixed: np.ndarray, zooms) -> str:
     if lo <= -500:  # air in Hounsfield units: CT
         return "abdomen"
     zooms = [float(z) for z in zooms[:3]]
-    if max(zooms) >= 4.0 * min(zooms) and fixed.shape[int(np.argmax(zooms))] <= 32:
+    if max(zooms) >= 2.5 * min(zooms) and fixed.shape[int(np.argmax(zooms))] <= 32:
         return "cardiac"
     return "generic"
 
