@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from itertools import permutations
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy.ndimage import map_coordinates
 
@@ -33,6 +32,7 @@ from samir.data.abdomen import (
     abdomen_image_path,
     abdomen_label_path,
 )
+from samir.io import save_nifti
 
 __all__ = ["write_synthetic_abdomen", "abdomen_template", "abdomen_subject", "FOV_MM"]
 
@@ -295,16 +295,6 @@ def abdomen_subject(template: tuple[np.ndarray, np.ndarray], seed: int, subject:
     return np.clip(np.round(image), -1024, 3071).astype(np.int16), label
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
-    nib.save(img, str(tmp))
-    tmp.replace(path)
-
-
 def _dataset_json(n: int, shape: Sequence[int]) -> dict:
     rel = lambda kind, i: f"./{kind}/AbdomenCTCT_{i:04d}_0000.nii.gz"  # noqa: E731
     val_ids = [i for i in ABDOMEN_VAL_IDS if i <= n]
@@ -353,8 +343,8 @@ def write_synthetic_abdomen(out: str | Path, n: int = 30, seed: int = 0, shape: 
     template = abdomen_template(shape)
     for i in range(1, n + 1):
         image, label = abdomen_subject(template, seed, i)
-        _save(image, affine, abdomen_image_path(root, i))
-        _save(label, affine, abdomen_label_path(root, i))
+        save_nifti(abdomen_image_path(root, i), image, affine)
+        save_nifti(abdomen_label_path(root, i), label, affine)
     tmp = root / (ABDOMEN_JSON + ".tmp")
     tmp.write_text(json.dumps(_dataset_json(n, shape), indent=4) + "\n")
     tmp.replace(root / ABDOMEN_JSON)

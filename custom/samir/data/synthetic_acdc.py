@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from samir.data.acdc import ACDC_GROUPS
+from samir.io import save_nifti
 
 __all__ = ["write_synthetic_acdc", "acdc_phantom", "write_acdc_patient"]
 
@@ -275,16 +275,6 @@ def acdc_phantom(pid: int, seed: int = 0) -> dict:
     return out
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
-    nib.save(img, str(tmp))
-    tmp.replace(path)
-
-
 def write_acdc_patient(folder: str | Path, pid: int, seed: int = 0) -> Path:
     """Write ``folder/patientNNN/`` (Info.cfg, ED/ES frames and their ``_gt`` labels); returns that folder."""
     name = f"patient{pid:03d}"
@@ -297,8 +287,8 @@ def write_acdc_patient(folder: str | Path, pid: int, seed: int = 0) -> Path:
     (d / "Info.cfg").write_text("\n".join(lines) + "\n")
     for phase in ("ED", "ES"):
         image, label, frame = ph[phase]
-        _save(image, ph["affine"], d / f"{name}_frame{frame:02d}.nii.gz")
-        _save(label, ph["affine"], d / f"{name}_frame{frame:02d}_gt.nii.gz")
+        save_nifti(d / f"{name}_frame{frame:02d}.nii.gz", image, ph["affine"])
+        save_nifti(d / f"{name}_frame{frame:02d}_gt.nii.gz", label, ph["affine"])
     return d
 
 
