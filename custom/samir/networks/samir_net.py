@@ -222,16 +222,17 @@ class SAMIR(nn.Module):
             if fixed_embedding is None:
                 fixed_embedding = self.encode(x[:, 1:])
             head = self.head(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
-            level_embeddings = []
-            proj = self._project(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
+            level_embeddings = [] if return_all else None  # the HFC inputs: training only
+            proj = self._project(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype)) if return_all else None
             for level in range(self.finest_level, self.levels):
                 level_size = mov_feats[level].shape[2:]
                 if self.sam_levels[level]:
                     h = resample_embedding(head, size, level_size, 2**level)
                     mov_feats[level] = torch.cat([mov_feats[level], h[:b]], dim=1)
                     fix_feats[level] = torch.cat([fix_feats[level], h[b:]], dim=1)
-                e = resample_embedding(proj, size, level_size, 2**level)  # HFC at every level
-                level_embeddings.append((e[:b], e[b:]))
+                if return_all:
+                    e = resample_embedding(proj, size, level_size, 2**level)  # HFC at every level
+                    level_embeddings.append((e[:b], e[b:]))
 
         ddf = None
         level_ddfs = []
