@@ -180,13 +180,13 @@ def test_registrar_from_identity_needs_no_weights(tmp_path):
 
 @pytest.mark.slow
 def test_acdc_from_identity_litemedsam(acdc_pair):
-    enc = SliceEncoder(build_encoder("litemedsam"), cache=None)
+    enc = SliceEncoder(build_encoder("litemedsam", image_size=128), cache=None)  # the shipped cardiac input
     before, after, folding, _ = _run(acdc_pair, enc, ACDC_LABELS, iterations=None)
     assert after > before + 0.1 and folding < 0.01
 
 
 @pytest.mark.slow
 def test_abdomen_from_identity_litemedsam(abdomen_pair):
-    enc = SliceEncoder(build_encoder("litemedsam"), cache=None)
+    enc = SliceEncoder(build_encoder("litemedsam", image_size=64), cache=None)  # the shipped abdominal input
     before, after, folding, _ = _run(abdomen_pair, enc, ABDOMEN_LABELS, iterations=None)
     assert after > before + 0.05 and folding < 0.01
