@@ -146,3 +146,12 @@ def test_cli_prints_error_line_and_exits_2(pair, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "samir: error:" in err and "missing.nii.gz" in err
+
+
+def test_cli_unwritable_output_is_one_line_error(pair, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["register", pair["fixed"], pair["moving"], "--out", str(blocker / "out")])
+    assert exc.value.code == 2
+    assert "cannot be written" in capsys.readouterr().err

@@ -92,7 +92,7 @@ class SamirCLI:
 def main(argv: list[str] | None = None) -> None:
     try:
         fire.Fire(SamirCLI, command=argv, name="samir")
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError) as err:  # OSError: missing file, unwritable folder
         # user errors: one clear line, no traceback (SAMIR_DEBUG=1 shows it)
         import os
 

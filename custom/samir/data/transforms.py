@@ -160,6 +160,15 @@ def _load_and_check(labels: list[str], allowed: Iterable[int] | None, same_shape
     ]
 
 
+def _resize(images: list[str], labels: list[str], size: Sequence[int]) -> list:
+    """Resize images (trilinear) and labels (nearest) to ``size``."""
+    size = tuple(int(v) for v in size)
+    out = [Resized(keys=images, spatial_size=size, mode="trilinear", align_corners=False)]
+    if labels:
+        out.append(Resized(keys=labels, spatial_size=size, mode="nearest", allow_missing_keys=True))
+    return out
+
+
 def acdc_transforms(
     spatial_size: Sequence[int] = (128, 128, 16),
     with_labels: bool = True,
@@ -201,10 +210,7 @@ def abdomen_transforms(
         ScaleIntensityRanged(keys=images, a_min=hu_range[0], a_max=hu_range[1], b_min=0.0, b_max=1.0, clip=True)
     )
     if half_resolution:
-        size = tuple(int(s) for s in half_size)
-        chain.append(Resized(keys=images, spatial_size=size, mode="trilinear", align_corners=False))
-        if labels:
-            chain.append(Resized(keys=labels, spatial_size=size, mode="nearest", allow_missing_keys=True))
+        chain += _resize(images, labels, half_size)
     if labels:
         chain.append(CastToTyped(keys=labels, dtype=torch.uint8, allow_missing_keys=True))
     return Compose(chain, log_stats=False)
@@ -228,10 +234,7 @@ def generic_transforms(
     else:
         chain.append(ScaleIntensityd(keys=images, minv=0.0, maxv=1.0))
     if spatial_size is not None:
-        size = tuple(int(s) for s in spatial_size)
-        chain.append(Resized(keys=images, spatial_size=size, mode="trilinear", align_corners=False))
-        if labels:
-            chain.append(Resized(keys=labels, spatial_size=size, mode="nearest", allow_missing_keys=True))
+        chain += _resize(images, labels, spatial_size)
     if labels:
         chain.append(CastToTyped(keys=labels, dtype=torch.int32, allow_missing_keys=True))
     return Compose(chain, log_stats=False)
