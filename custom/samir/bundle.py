@@ -122,7 +122,7 @@ def train_and_export(export: str | None = None, models_dir: str | None = None, *
     import shutil
     import time
 
-    from samir.demo import bundle_workflow
+    from samir.tools.demo import bundle_workflow
 
     start = time.perf_counter()
     wf = bundle_workflow(["train.json"], "training", **overrides)

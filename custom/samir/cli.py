@@ -45,7 +45,7 @@ class SamirCLI:
 
     def demo(self, **kwargs):
         """The main job: synthetic ACDC, then the table (see README)."""
-        from samir.demo import run_demo
+        from samir.tools.demo import run_demo
 
         run_demo(**kwargs)
 
@@ -64,7 +64,7 @@ class SamirCLI:
 
     def bench(self, **kwargs):
         """Print the speed/memory benchmark table."""
-        from samir.bench import network_rows, run_bench
+        from samir.tools.speed_bench import network_rows, run_bench
 
         if not kwargs.get("quick"):
             kwargs.setdefault("extra_rows", network_rows())
@@ -72,19 +72,19 @@ class SamirCLI:
 
     def evaluate(self, dataset: str = "acdc", **kwargs):
         """Benchmark table on held-out pairs: identity, demons, no-SAM baseline, SAMIR, SAMIR + optimisation."""
-        from samir.benchmark_table import run_benchmark
+        from samir.tools.accuracy_table import run_benchmark
 
         run_benchmark(dataset=dataset, **kwargs)
 
     def figures(self, dataset: str = "acdc", out: str | None = None, **kwargs):
         """Draw one registered pair (checkerboard, deformed grid, Jacobian) as a PNG for the model card."""
-        from samir.figures import figure_for_dataset
+        from samir.tools.figures import figure_for_dataset
 
         print(figure_for_dataset(dataset, out or f"bundle/docs/figures/{dataset}_pair.png", **kwargs))
 
     def zip(self, out: str = ".", bundle: str = "bundle"):
         """Write samir_registration_v<version>.zip, a model-zoo bundle."""
-        from samir.bundle_zip import write_bundle_zip
+        from samir.tools.bundle_zip import write_bundle_zip
 
         print(write_bundle_zip(bundle_dir=bundle, out_dir=out))
 

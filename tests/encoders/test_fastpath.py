@@ -20,7 +20,7 @@ def lite64():
 
 @pytest.fixture(scope="module")
 def sample(lite64):
-    from samir.encoders.fidelity import phantom_slices
+    from samir.tools.encoder_fidelity import phantom_slices
 
     x = phantom_slices(1, 64)[:, None].clamp(0, 1).expand(-1, 3, -1, -1)
     return lite64.normalize(x)
@@ -123,7 +123,7 @@ def test_flags_without_effect_are_dropped():
 
 
 def test_bench_quick_smoke(capsys):
-    from samir.bench import run_bench
+    from samir.tools.speed_bench import run_bench
 
     res = run_bench(quick=True, encoder="tiny", paths="eager,channels_last", thread_counts="1")
     text = capsys.readouterr().out

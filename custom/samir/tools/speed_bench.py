@@ -75,7 +75,7 @@ def _peak_rss_mib() -> float:
 
 
 def _phantom_volume(size: int = 128, slices: int = 16, blank: int = 4):
-    from samir.encoders.fidelity import phantom_slices
+    from samir.tools.encoder_fidelity import phantom_slices
 
     vol = torch.zeros(1, 1, size, size, slices)
     vol[0, 0, :, :, : slices - blank] = phantom_slices(slices - blank, size).permute(1, 2, 0)
@@ -160,7 +160,7 @@ def run_bench(
         for s in sorted(set(sizes) | {base_size}, reverse=True):
             yield encoder, s, build_encoder(encoder, image_size=s)
         if vit:
-            from samir.encoders.fidelity import random_vit_encoder
+            from samir.tools.encoder_fidelity import random_vit_encoder
 
             for s in (512, 256) if not quick else (128,):
                 enc = (build_encoder("sam_vit_b", checkpoint=vit_checkpoint, image_size=s) if vit_checkpoint

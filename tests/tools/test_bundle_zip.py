@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from samir.bundle_zip import write_bundle_zip
+from samir.tools.bundle_zip import write_bundle_zip
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"

@@ -5,7 +5,7 @@ embeddings ``(N, C, h, w)`` of the same slices, after area-averaging both onto t
 the two grids (grids cover the same field of view, edge to edge).
 
 ``resolution_fidelity(...)``: embeddings of the same slices at several encoder input sizes
-against the largest one; ``python -m samir.encoders.fidelity`` prints the numbers for a random
+against the largest one; ``python -m samir.tools.encoder_fidelity`` prints the numbers for a random
 ViT-B (pos-embed interpolation 1024 → 512 → 256) and LiteMedSAM (256 → 128).
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .registry import SamEncoder
-from .slice_encoder import SliceEncoder
+from samir.encoders.registry import SamEncoder
+from samir.encoders.slice_encoder import SliceEncoder
 
 __all__ = ["embedding_cosine", "phantom_slices", "random_vit_encoder", "resolution_fidelity"]
 
@@ -58,7 +58,7 @@ def random_vit_encoder(image_size: int, seed: int = 0, pos: str = "smooth") -> S
     trained ones), "white" i.i.d. noise (worst case for interpolation); the relative-position
     tables get N(0, 0.02).
     """
-    from .sam_vit import SamViTEncoder, make_vit
+    from samir.encoders.sam_vit import SamViTEncoder, make_vit
 
     key = (seed, pos)
     if key not in _RANDOM_VITS:
@@ -102,7 +102,7 @@ def resolution_fidelity(
 
 
 def main() -> None:  # pragma: no cover - measurement script
-    from .registry import build_encoder
+    from samir.encoders.registry import build_encoder
 
     slices = phantom_slices(2, 128)
     print("LiteMedSAM, input size vs 256 px (phantom 128x128 slices):")

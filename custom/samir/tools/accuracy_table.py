@@ -20,7 +20,7 @@ Rows whose weights do not exist are skipped with a printed note. Seconds per pai
 encoding with the frozen SAM encoder where the embedding cache is cold (each volume is encoded
 once; ACDC's ED→ES and ES→ED pairs share their volumes).
 
-Run: ``python -m samir.benchmark_table --dataset acdc --n_pairs 4``.
+Run: ``python -m samir.tools.accuracy_table --dataset acdc --n_pairs 4``.
 """
 
 from __future__ import annotations
