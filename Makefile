@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q -c constraints.txt torch torchvision
 	# sam2 (a monailabel dependency) ships only as source; build it against the pinned torch, no CUDA
 	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q -c constraints.txt --no-build-isolation sam2
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[label,test]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[label,test,peers]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -64,3 +64,94 @@ def test_demons_raises_dice_on_acdc(tmp_path):
 def test_demons_bad_input():
     with pytest.raises(ValueError, match="same grid"):
         demons_register(np.zeros((8, 8, 8)), np.zeros((8, 8, 9)))
+
+
+# -- peers of the optional ``peers`` extra (antspyx, itk-elastix): skipped when the wheels are missing --------
+
+_SHIFT = (2.0, -1.5, 1.0)  # voxels, one per axis: a swapped axis or a flipped sign shows
+_SPACING = (2.0, 1.0, 1.5)  # mm, one per axis: a mm → voxel conversion on the wrong axis shows
+
+
+def _translated(shape=(48, 40, 24)):
+    fixed = _blobs(shape)
+    s = torch.tensor(_SHIFT)
+    moving = warp(fixed, -s.view(1, 3, 1, 1, 1).expand(1, 3, *fixed.shape[2:]).contiguous())  # fixed(x) = moving(x + s)
+    return moving, fixed, s
+
+
+def _peer(name):
+    from samir import classical
+
+    pytest.importorskip("ants" if name == "ants" else "itk")
+    if not classical.peer_available(name):
+        pytest.skip(f"{name}: the peers extra is not installed")
+    if name == "ants":
+        # Mattes MI SyN with a short schedule: seconds (the CC default is the slow, full-size setting)
+        return lambda m, f, **kw: classical.ants_syn_register(m, f, **{"metric": "mi", "iterations": (20, 10), **kw})
+    return lambda m, f, **kw: classical.elastix_bspline_register(
+        m, f, **{"iterations": 100, "resolutions": 2, "grid_spacing_mm": 16.0, "samples": 2000, **kw})
+
+
+@pytest.mark.parametrize("name", ["ants", "elastix"])
+def test_peer_recovers_a_known_translation(name, tmp_path, monkeypatch):
+    register = _peer(name)
+    moving, fixed, s = _translated()
+    monkeypatch.chdir(tmp_path)
+    ddf = register(moving, fixed, spacing=_SPACING)  # anisotropic mm: the DDF must still be in voxels
+    assert not list(tmp_path.iterdir()), "the peer left files in the working directory"
+    assert ddf.shape == (1, 3, *fixed.shape[2:]) and ddf.dtype == torch.float32
+    inner = ddf[..., 12:-12, 12:-12, 6:-6].mean((2, 3, 4))[0]
+    print(f"{name}: translation {s.tolist()} voxels recovered as {inner.tolist()}")
+    assert torch.allclose(inner, s, atol=0.4), inner
+
+
+def _smooth_pair(shape=(48, 48, 32), amplitude=2.0, seed=0):
+    """A textured volume and a known smooth field u (voxels): fixed(x) = moving(x + u(x))."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    tex = gaussian_filter(rng.standard_normal(shape), 2.5)
+    moving = torch.from_numpy((tex - tex.min()) / (tex.max() - tex.min())).float()[None, None]
+    g = identity_grid(shape)
+    u = torch.stack([
+        amplitude * torch.sin(2 * np.pi * g[1] / shape[1]) * torch.cos(2 * np.pi * g[2] / shape[2]),
+        amplitude * torch.sin(2 * np.pi * g[0] / shape[0]),
+        0.5 * amplitude * torch.cos(2 * np.pi * g[0] / shape[0]) * torch.sin(2 * np.pi * g[1] / shape[1]),
+    ])[None]
+    return moving, warp(moving, u), u
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ants", "elastix"])
+def test_peer_recovers_a_known_smooth_deformation(name):
+    register = _peer(name)
+    moving, fixed, u = _smooth_pair()
+    ddf = register(moving, fixed, affine=False) if name == "elastix" else register(moving, fixed, iterations=(40, 20))
+    c = (slice(None), slice(None), slice(8, -8), slice(8, -8), slice(6, -6))
+    epe = float((ddf - u)[c].norm(dim=1).mean())
+    size = float(u[c].norm(dim=1).mean())
+    print(f"{name}: smooth deformation of mean {size:.2f} voxels recovered with mean end-point error {epe:.2f}")
+    assert epe < 0.4 * size, (epe, size)
+    assert folding_fraction(ddf) < 0.001
+
+
+def test_same_contrast_tells_inverted_contrast():
+    from samir.classical import same_contrast
+
+    moving, fixed, _ = _translated()
+    body = (fixed > 0.05).float()
+    inverted = body * (1.2 - fixed)  # the same anatomy, bright where the other is dark, zero outside
+    assert same_contrast(moving, fixed)
+    assert not same_contrast(inverted, fixed)
+
+
+def test_peers_bad_input():
+    from samir.classical import ants_syn_register, elastix_bspline_register
+
+    for fn in (ants_syn_register, elastix_bspline_register):
+        with pytest.raises(ValueError, match="same grid"):
+            fn(np.zeros((8, 8, 8)), np.zeros((8, 8, 9)))
+    with pytest.raises(ValueError, match="metric"):
+        ants_syn_register(np.zeros((8, 8, 8)), np.zeros((8, 8, 8)), metric="mattes")
+    with pytest.raises(ValueError, match="spacing"):
+        elastix_bspline_register(np.zeros((8, 8, 8)), np.zeros((8, 8, 8)), spacing=(1.0, 0.0, 1.0))

@@ -213,14 +213,19 @@ class TestGeometry:
 
 
 class TestLearn2Reg:
+    # the current public scorer (MDL-UzL/L2R evaluation.py, commit 8847509): the short name only for
+    # modality 0000 -> 0001, the long one for every other pair (same-modality AbdomenCTCT included)
     @parameterized.expand(
         [
-            ("same_modality", "AbdomenCTCT_0022_0000.nii.gz", "AbdomenCTCT_0021_0000.nii.gz", "disp_0022_0021.nii.gz"),
-            ("with_dirs", "/d/imagesTr/AbdomenCTCT_0024_0000.nii.gz", "imagesTs/AbdomenCTCT_0030_0000.nii.gz", "disp_0024_0030.nii.gz"),
+            ("same_modality", "AbdomenCTCT_0022_0000.nii.gz", "AbdomenCTCT_0021_0000.nii.gz",
+             "disp_0022_0000_0021_0000.nii.gz"),
+            ("with_dirs", "/d/imagesTr/AbdomenCTCT_0024_0000.nii.gz", "imagesTs/AbdomenCTCT_0030_0000.nii.gz",
+             "disp_0024_0000_0030_0000.nii.gz"),
             ("mod_0_to_1", "LungCT_0001_0000.nii.gz", "LungCT_0001_0001.nii.gz", "disp_0001_0001.nii.gz"),
             ("mod_1_to_0", "ThoraxCBCT_0011_0001.nii.gz", "ThoraxCBCT_0011_0000.nii.gz", "disp_0011_0001_0011_0000.nii.gz"),
             ("mod_0_to_2", "ThoraxCBCT_0011_0000.nii.gz", "ThoraxCBCT_0011_0002.nii.gz", "disp_0011_0000_0011_0002.nii.gz"),
-            ("uncompressed", "OASIS_0395_0000.nii", "OASIS_0396_0000.nii", "disp_0395_0396.nii.gz"),
+            ("mod_1_to_1", "AbdomenMRCT_0001_0001.nii.gz", "AbdomenMRCT_0002_0001.nii.gz", "disp_0001_0001_0002_0001.nii.gz"),
+            ("uncompressed", "OASIS_0395_0000.nii", "OASIS_0396_0000.nii", "disp_0395_0000_0396_0000.nii.gz"),
             ("acdc", "patient001_frame01.nii.gz", "patient001_frame12.nii.gz", None),
             ("one_not_l2r", "AbdomenCTCT_0022_0000.nii.gz", "moving.nii.gz", None),
             ("short_case", "AbdomenCTCT_22_0000.nii.gz", "AbdomenCTCT_0021_0000.nii.gz", None),
@@ -228,6 +233,18 @@ class TestLearn2Reg:
     )
     def test_name(self, _name, fixed, moving, expected):
         assert l2r_displacement_name(fixed, moving) == expected
+
+    # older scorers (e.g. commit 24403cf) read only the short name: short=True
+    @parameterized.expand(
+        [
+            ("same_modality", "AbdomenCTCT_0022_0000.nii.gz", "AbdomenCTCT_0021_0000.nii.gz", "disp_0022_0021.nii.gz"),
+            ("mod_0_to_1", "LungCT_0001_0000.nii.gz", "LungCT_0001_0001.nii.gz", "disp_0001_0001.nii.gz"),
+            ("mod_1_to_0", "ThoraxCBCT_0011_0001.nii.gz", "ThoraxCBCT_0011_0000.nii.gz", "disp_0011_0011.nii.gz"),
+            ("not_l2r", "fixed.nii.gz", "moving.nii.gz", None),
+        ]
+    )
+    def test_short_name_option(self, _name, fixed, moving, expected):
+        assert l2r_displacement_name(fixed, moving, short=True) == expected
 
     def test_file_layout_and_roundtrip(self, tmp_path):
         ddf = _field("sinusoid")

@@ -1,6 +1,7 @@
 """`samir register`: outputs on the fixed grid, clear errors, nothing half-written."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 from samir.cli import main
 from samir.networks import build_samir
-from samir.register import PRESETS, Registrar, choose_preset
+from samir.register import Registrar
 
 TINY = {"encoder": "tiny", "encoder_image_size": 32, "levels": 3, "channels": [4, 8, 8], "head_channels": 8,
         "head_blocks": 1, "flow_width": 8, "sam_min_level": 1, "hfc_channels": 8}
@@ -35,12 +36,12 @@ def pair(tmp_path):
     zz = np.zeros((40, 36, 10), np.float32)
     zz[10:30, 8:28, 2:8] = 1.0
     fixed = zz + 0.05 * rng.standard_normal(zz.shape).astype(np.float32)
-    moving_arr = np.roll(zz, 2, axis=0)
+    moving_arr = np.roll(zz, 4, axis=0) + 0.05 * rng.standard_normal(zz.shape).astype(np.float32)
     aff_f = np.diag([1.5, 1.5, 8.0, 1.0])
     aff_m = np.diag([1.5, 1.5, 8.0, 1.0])
     aff_m[:3, 3] = [-1.5, 0.0, 0.0]  # moving grid shifted by one voxel in world space
     lab_f = (zz > 0.5).astype(np.uint8)
-    lab_m = np.roll(lab_f, 2, axis=0)
+    lab_m = np.roll(lab_f, 4, axis=0)
     return {
         "fixed": _nifti(tmp_path / "fixed.nii.gz", fixed, aff_f),
         "moving": _nifti(tmp_path / "moving.nii.gz", moving_arr, aff_m),
@@ -81,16 +82,13 @@ def test_learn2reg_names_get_a_disp_file(tmp_path, weights):
     reg = Registrar(preset="generic", weights=str(weights), cache_dir=False, device="cpu")
     result = reg.register_files(f, m, tmp_path / "out")
     disp = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("disp_")]
-    assert len(disp) == 1 and nib.load(str(disp[0])).shape == (24, 20, 16, 3)
+    # the current Learn2Reg scorer's name for a same-modality pair (samir.io.l2r_displacement_name)
+    assert [p.name for p in disp] == ["disp_0022_0000_0021_0000.nii.gz"]
+    assert nib.load(str(disp[0])).shape == (24, 20, 16, 3)
     assert "l2r_displacement" in result.files
-
-
-def test_preset_choice():
-    ct = np.full((32, 32, 32), -1000.0)
-    assert choose_preset(ct, (1, 1, 1)) == "abdomen"
-    assert choose_preset(np.random.rand(160, 160, 10), (1.5, 1.5, 8.0)) == "cardiac"
-    assert choose_preset(np.random.rand(96, 96, 96), (1, 1, 1)) == "generic"
-    assert set(PRESETS) == {"cardiac", "abdomen", "generic"}
+    short = Registrar(preset="generic", weights=str(weights), cache_dir=False, device="cpu", l2r_short_names=True)
+    result = short.register_files(f, m, tmp_path / "out_short")
+    assert Path(result.files["l2r_displacement"]).name == "disp_0022_0021.nii.gz"
 
 
 @pytest.mark.parametrize(
@@ -127,7 +125,7 @@ def test_bad_input_clear_error_nothing_written(case, match, pair, weights, tmp_p
 
 def test_unknown_preset_and_encoder():
     with pytest.raises(ValueError, match="preset"):
-        Registrar(preset="brain")
+        Registrar(preset="lung")
     with pytest.raises(ValueError, match="encoder"):
         Registrar(encoder="vit_giant")
 
@@ -155,3 +153,54 @@ def test_cli_unwritable_output_is_one_line_error(pair, tmp_path, capsys):
         main(["register", pair["fixed"], pair["moving"], "--out", str(blocker / "out")])
     assert exc.value.code == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+# -- what runs by default: the network + fast refinement, the training-free core, the guard ---------
+
+def _metrics(out):
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def test_generic_preset_uses_the_training_free_core_and_raises_dice(pair, tmp_path):
+    # no weights for "generic": never another anatomy's network
+    reg = Registrar(preset="generic", encoder="tiny", cache_dir=False, device="cpu", verbose=False)
+    assert reg.method_for("generic") == "fast"
+    reg.register_files(pair["fixed"], pair["moving"], tmp_path / "o", moving_label=pair["moving_label"],
+                       fixed_label=pair["fixed_label"])
+    m = _metrics(tmp_path / "o")
+    assert m["method"] == "fast" and "network" not in m["guard"]["mind_cost"]
+    assert m["dice_mean"] > m["dice_mean_before"] + 0.02
+    assert m["folding_pct"] <= 0.5
+
+
+def test_network_then_refinement_by_default_and_no_optimize(pair, weights, tmp_path):
+    reg = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu")
+    reg.register_files(pair["fixed"], pair["moving"], tmp_path / "a", moving_label=pair["moving_label"],
+                       fixed_label=pair["fixed_label"])
+    m = _metrics(tmp_path / "a")
+    assert m["method"] == "network+fast"
+    costs = m["guard"]["mind_cost"]
+    assert set(costs) == {"identity", "network", "refined"}
+    assert costs[m["guard"]["kept"]] == min(costs.values())  # the guard keeps the most similar field
+    assert m["dice_mean"] >= m["dice_mean_before"] - 1e-6  # never below the start
+    only = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu", optimize=False)
+    only.register_files(pair["fixed"], pair["moving"], tmp_path / "b")
+    assert _metrics(tmp_path / "b")["method"] == "network"
+
+
+def test_batch_registers_every_pair_and_reports_a_bad_one(pair, tmp_path):
+    datalist = tmp_path / "pairs.json"
+    datalist.write_text(json.dumps({"pairs": [
+        {"fixed": pair["fixed"], "moving": pair["moving"], "moving_label": pair["moving_label"],
+         "fixed_label": pair["fixed_label"], "pair_id": "good"},
+        {"fixed": pair["fixed"], "moving": str(tmp_path / "missing.nii.gz"), "pair_id": "bad"},
+    ]}))
+    from samir.register import register_batch
+
+    reg = Registrar(preset="generic", encoder="tiny", cache_dir=False, device="cpu", verbose=False)
+    rows = register_batch(reg, datalist, tmp_path / "out")
+    assert [r["pair_id"] for r in rows] == ["good", "bad"]
+    assert rows[0]["method"] == "fast" and rows[0]["dice_mean"] > rows[0]["dice_mean_before"]
+    assert "missing.nii.gz" in rows[1]["error"]
+    assert (tmp_path / "out" / "good" / "metrics.json").is_file()
+    assert not (tmp_path / "out" / "bad").exists()

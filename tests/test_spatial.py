@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 from parameterized import parameterized
-from samir.spatial import compose, identity_grid, resize_ddf, velocity_to_ddf, warp, warp_image, warp_label
+from samir.spatial import (
+    compose,
+    identity_grid,
+    resize_ddf,
+    shrink_factor,
+    velocity_to_ddf,
+    warp,
+    warp_image,
+    warp_label,
+)
 
 SHAPE = (18, 16, 12)
 
@@ -187,3 +196,20 @@ class TestResize:
         ddf = torch.randn(1, 3, 4, 5, 6)
         assert resize_ddf(ddf, (4, 5, 6)) is ddf
         np.testing.assert_array_equal(resize_ddf(ddf, [4, 5, 6]).numpy(), ddf.numpy())
+
+
+@pytest.mark.parametrize(
+    "size,factor,min_size,expected",
+    [
+        (128, 4, 16, 4),  # 128 / 4 = 32 voxels: allowed
+        (16, 4, 16, 1),  # a 16-slice stack is not shrunk
+        (32, 4, 16, 2),  # halved once: 32 / 2 = 16
+        (40, 8, 8, 4),  # 40 / 8 = 5 < 8 -> 4 (10 voxels)
+        (7, 2, 8, 1),  # already below min_size
+        (64, 1, 8, 1),
+    ],
+)
+def test_shrink_factor(size, factor, min_size, expected):
+    f = shrink_factor(size, factor, min_size)
+    assert f == expected
+    assert f == 1 or size / f >= min_size

@@ -1,19 +1,26 @@
-"""Small pieces the bundle configs call, so that the configs stay wiring.
+"""The MONAI bundle's own pieces: what its configs call (so that they stay wiring) and how the
+package runs them.
 
 ``bundle_dir`` finds the bundle folder whether a config runs from the repository root
 (``bundle/``), from inside an unzipped model-zoo bundle (``.``) or from anywhere else with the
-package installed from a checkout.
+package installed from a checkout. ``bundle_workflow`` is a ``ConfigWorkflow`` over its configs
+(the demo, ``samir train`` and the MONAI Label trainer run through it);
+``PairRegistrationStep`` and ``LogPaird`` are ``inference.json``'s iteration and post-transform.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
+from samir.model_files import read_state
 
-__all__ = ["bundle_dir", "preprocessing", "limit", "attach_resume", "load_network_weights"]
+__all__ = ["bundle_dir", "bundle_workflow", "data_dir", "prepare_data", "datalist", "preprocessing", "limit",
+           "attach_resume", "log_summary", "network_arguments", "train_and_export", "PairRegistrationStep", "LogPaird"]
+
+logger = logging.getLogger(__name__)
 
 
 def bundle_dir() -> str:
@@ -29,13 +36,69 @@ def bundle_dir() -> str:
     )
 
 
-def preprocessing(dataset: str, half_resolution: bool = True, with_labels: bool = True):
-    """The data set's MONAI chain as the bundle uses it (abdomen at half resolution by default)."""
+def bundle_workflow(configs: list[str], run_id: str, configure_logging: bool = True, **overrides):
+    """A ``monai.bundle.ConfigWorkflow`` over ``bundle/configs/<configs>`` with ``overrides``, initialised.
+
+    ``configure_logging=False`` leaves the process's logging as it is (a server that owns it) instead
+    of applying the bundle's ``logging.conf``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = Path(bundle_dir())
+    files = [str(root / "configs" / c) for c in configs]
+    wf = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=str(root / "configs" / "logging.conf") if configure_logging else False,
+        run_id=run_id,
+        workflow_type="train" if run_id == "training" else "infer",
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def data_dir(dataset: str, dataset_dir: str | os.PathLike | None, synthetic_dir: str | os.PathLike | None = None) -> str:
+    """Where the configs read ``dataset`` from: ``dataset_dir`` when given, else its synthetic stand-in's
+    folder (default ``data/synthetic_<dataset>``). A path only: nothing is checked or written here."""
+    if dataset_dir not in (None, "", "none", "None"):
+        return str(Path(dataset_dir).expanduser())
+    return str(Path(synthetic_dir or Path("data") / f"synthetic_{dataset}").expanduser())
+
+
+def prepare_data(dataset: str, dataset_dir: str | os.PathLike | None, synthetic_dir: str | os.PathLike | None = None,
+                 **synthetic_options) -> str:
+    """The configs' explicit data step (first in ``initialize``): check ``dataset_dir`` exists, or write
+    the synthetic stand-in into ``synthetic_dir`` on first use (``samir.data.registry.resolve_data_root``)."""
+    from samir.data.registry import resolve_data_root
+
+    return str(resolve_data_root(dataset, dataset_dir, data_dir(dataset, None, synthetic_dir), **synthetic_options))
+
+
+def datalist(dataset: str, root: str | os.PathLike, split: str, split_options: Mapping | None = None,
+             max_pairs: int | None = None) -> list[dict]:
+    """The first ``max_pairs`` pairs of ``dataset``'s ``split`` at ``root`` (``split_options`` go to its reader)."""
+    from samir.data.registry import dataset_pairs
+
+    return limit(dataset_pairs(dataset, root, split, **dict(split_options or {})), max_pairs)
+
+
+def preprocessing(dataset: str, half_resolution: bool = True, with_labels: bool = True,
+                  spatial_size: Sequence[int] | None = None):
+    """The data set's MONAI chain as the bundle uses it (abdomen at half resolution by default);
+    ``spatial_size`` (H, W, D), when given, replaces the chain's own model grid."""
     from samir.data.registry import dataset_transforms
 
+    options: dict = {"with_labels": with_labels}
     if dataset == "abdomen":
-        return dataset_transforms(dataset, half_resolution=half_resolution, with_labels=with_labels)
-    return dataset_transforms(dataset, with_labels=with_labels)
+        options["half_resolution"] = half_resolution
+    if spatial_size is not None:
+        size = tuple(int(v) for v in spatial_size)
+        if dataset == "abdomen":  # its chain resizes only in the half-resolution step
+            options.update(half_resolution=True, half_size=size)
+        else:
+            options["spatial_size"] = size
+    return dataset_transforms(dataset, **options)
 
 
 def limit(items: Sequence, n: int | None) -> list:
@@ -48,22 +111,12 @@ def limit(items: Sequence, n: int | None) -> list:
     return items[: int(n)]
 
 
-def _load_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle with code, not a torch file
-        raise ValueError(f"checkpoint {path} cannot be read as a torch weights file: {err}") from err
-
-
 def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
     """With ``resume_from`` (a ``last_checkpoint_*.pt`` of this bundle), restore network, optimiser and
     trainer state (epoch, iteration) before the run starts; without it do nothing."""
     if not resume_from:
         return None
-    state = _load_checkpoint(resume_from)
+    state = read_state(resume_from)
     if "network" not in state:
         raise ValueError(f"checkpoint {resume_from}: expected a training checkpoint with 'network', "
                          f"'optimizer' and 'trainer', got keys {sorted(state)[:5]}")
@@ -77,52 +130,33 @@ def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
     return trainer
 
 
-def load_network_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load a ``model.pt`` (bare state dict or a training checkpoint's 'network') into ``network``.
-
-    A file that does not fit the network (another preset, pyramid or head size) is a clear error
-    naming the file and the first mismatches.
-    """
-    state = _load_checkpoint(path)
-    if "network" in state and isinstance(state["network"], dict):
-        state = state["network"]
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
-        lines = str(err).splitlines()
-        raise ValueError(f"weights {path} do not fit this network ({' '.join(lines[:3])[:400]})") from err
-    return network
-
-
-def print_summary(evaluator, csv_path: str | None = None) -> dict:
-    """Print the mean of every per-pair metric after an evaluation run (and where the CSV is)."""
+def log_summary(evaluator, csv_path: str | None = None) -> dict:
+    """Log the mean of every per-pair metric after an evaluation run (and where the CSV is)."""
     summary = getattr(evaluator.state, "pair_summary", {}) or {}
     for key, stats in summary.items():
-        print(f"{key:>20s}: {stats['mean']:.4f} ± {stats['std']:.4f} (n={stats['n']})")
+        logger.info(f"{key:>20s}: {stats['mean']:.4f} ± {stats['std']:.4f} (n={stats['n']})")
     if csv_path:
-        print(f"per-pair table: {csv_path}")
+        logger.info(f"per-pair table: {csv_path}")
     return summary
-
-
-_NOT_EXPORTED = ("_target_", "cache_dir", "checkpoint")
 
 
 def network_arguments(parser) -> dict:
     """The resolved arguments of a bundle's ``network_def`` (what a ``model.json`` sidecar records)."""
+    from samir.model_files import NOT_RECORDED
+
     raw = parser.get("network_def")
-    return {k: parser.get_parsed_content(f"network_def#{k}") for k in raw if k not in _NOT_EXPORTED}
+    return {k: parser.get_parsed_content(f"network_def#{k}") for k in raw if k not in NOT_RECORDED}
 
 
 def train_and_export(export: str | None = None, models_dir: str | None = None, **overrides) -> dict:
-    """Run the bundle's ``training`` workflow with ``overrides``; with ``export``, copy the best
-    ``model.pt`` to ``<models_dir>/<export>.pt`` with its ``<export>.json`` sidecar (network
-    arguments and training facts) so ``samir register`` and the other configs can rebuild it.
+    """Run the bundle's ``training`` workflow with ``overrides``; with ``export``, save the best
+    ``model.pt`` as ``<models_dir>/<export>.pt`` with its ``<export>.json`` sidecar (network
+    arguments and training facts, :func:`samir.model_files.save_model`) so ``samir register`` and
+    the other configs can rebuild it. Returns the facts.
     """
-    import json
-    import shutil
     import time
 
-    from samir.tools.demo import bundle_workflow
+    from samir.model_files import save_model
 
     start = time.perf_counter()
     wf = bundle_workflow(["train.json"], "training", **overrides)
@@ -131,7 +165,7 @@ def train_and_export(export: str | None = None, models_dir: str | None = None, *
     facts = {
         "network": network_arguments(wf.parser),
         "dataset": wf.parser.get_parsed_content("dataset"),
-        "data_root": str(wf.parser.get_parsed_content("data_root_resolved")),
+        "dataset_dir": str(wf.parser.get_parsed_content("data_dir")),
         "num_epochs": wf.parser.get_parsed_content("num_epochs"),
         "train_pairs": len(wf.parser.get_parsed_content("train#datalist")),
         "val_pairs": len(wf.parser.get_parsed_content("validate#datalist")),
@@ -144,10 +178,55 @@ def train_and_export(export: str | None = None, models_dir: str | None = None, *
     output_dir = Path(wf.parser.get_parsed_content("output_dir"))
     wf.finalize()
     if export:
-        target = Path(models_dir or Path(bundle_dir()) / "models")
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(output_dir / "model.pt", target / f"{export}.pt")
-        (target / f"{export}.json").write_text(json.dumps(facts, indent=2) + "\n")
-        print(f"exported {target / export}.pt and .json")
-    print(json.dumps(facts, indent=2))
+        target = Path(models_dir or Path(bundle_dir()) / "models") / f"{export}.pt"
+        save_model(target, read_state(output_dir / "model.pt"), **facts)
+        logger.info(f"exported {target} and {target.with_suffix('.json').name}")
     return facts
+
+
+def _pair_id(item: Mapping) -> str:
+    return str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
+                                       f"{Path(str(item['fixed'])).name.split('.')[0]}")
+
+
+class PairRegistrationStep:
+    """``inference.json``'s evaluator iteration: register each datalist item of a batch with a
+    ``samir.register.Registrar`` into ``output_dir/<pair_id>/`` (what ``samir register`` writes).
+
+    ``__call__(engine, batch)``: ``batch`` is a list of dicts {fixed, moving, fixed_label?, moving_label?,
+    pair_id?} of paths (a ``DataLoader`` with ``collate_fn=no_collation``) or one such dict; returns
+    ``{"pairs": [metrics row per item], "results": [RegistrationResult per item]}`` for the handlers.
+    """
+
+    def __init__(self, registrar, output_dir: str | os.PathLike):
+        self.registrar = registrar
+        self.output_dir = Path(output_dir)
+
+    def register(self, item: Mapping):
+        """Register one datalist item; returns its ``RegistrationResult``."""
+        return self.registrar.register_files(
+            item["fixed"], item["moving"], self.output_dir / _pair_id(item),
+            moving_label=item.get("moving_label"), fixed_label=item.get("fixed_label"),
+        )
+
+    def __call__(self, engine, batch) -> dict:
+        items = [batch] if isinstance(batch, Mapping) else list(batch)
+        results = [self.register(item) for item in items]
+        rows = [{"pair_id": _pair_id(item), **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float))}}
+                for item, r in zip(items, results)]
+        return {"pairs": rows, "results": results}
+
+
+class LogPaird:
+    """Post-transform of ``inference.json``: log one line per registered pair (where its outputs are,
+    Dice, folding, seconds) and pass the output on."""
+
+    def __call__(self, output: dict) -> dict:
+        for result in output.get("results") or []:
+            m = result.metrics
+            dice = f", Dice {m['dice_mean']:.3f}" if m.get("dice_mean") is not None else ""
+            logger.info(
+                f"registered → {result.out_dir}{dice}, folding {m.get('folding_pct', float('nan')):.3f} %, "
+                f"{m.get('seconds', float('nan')):.1f} s"
+            )
+        return output

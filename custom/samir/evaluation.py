@@ -103,8 +103,9 @@ def grouped_summary(rows: Sequence[Mapping], key: Callable[[str], str] = directi
 
 
 def identity_baseline(dataset: str = "acdc", root: str | None = None, split: str = "test",
-                      csv_path: str | None = None) -> list[dict]:
-    """Print the identity baseline (Dice per label, HD95) of ``dataset``'s ``split`` pairs.
+                      csv_path: str | None = None) -> tuple[list[dict], str]:
+    """The identity baseline (Dice per label, HD95) of ``dataset``'s ``split`` pairs: the per-pair rows
+    and the table as text (``samir baseline`` prints it).
 
     Without ``root`` a synthetic stand-in is written on first use (see ``resolve_data_root``).
     """
@@ -118,7 +119,6 @@ def identity_baseline(dataset: str = "acdc", root: str | None = None, split: str
     summary = grouped_summary(rows)
     names = list(spec.labels.values())
     columns = ["group", "n", *[f"dice_{n}" for n in names], "dice_mean", "hd95_mean", "folding_pct"]
-    print(f"Identity baseline: {spec.name} at {data_root}, split '{split}', {len(rows)} pairs")
-    print(format_table(summary, columns, ["direction", "pairs", *[f"Dice {n}" for n in names], "Dice mean",
-                                          "HD95 mm", "folding %"]))
-    return rows
+    table = format_table(summary, columns, ["direction", "pairs", *[f"Dice {n}" for n in names], "Dice mean",
+                                            "HD95 mm", "folding %"])
+    return rows, f"Identity baseline: {spec.name} at {data_root}, split '{split}', {len(rows)} pairs\n{table}"

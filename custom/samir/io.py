@@ -227,18 +227,20 @@ def read_l2r_displacement(path: str | os.PathLike):
 _L2R_NAME = re.compile(r"^(?P<task>[A-Za-z][A-Za-z0-9]*)_(?P<case>\d{4})_(?P<mod>\d{4})\.nii(\.gz)?$")
 
 
-def l2r_displacement_name(fixed_path: str | os.PathLike, moving_path: str | os.PathLike) -> str | None:
-    """File name the public Learn2Reg scorer (MDL-UzL/L2R ``evaluation/evaluation.py``) accepts for a pair.
+def l2r_displacement_name(fixed_path: str | os.PathLike, moving_path: str | os.PathLike, short: bool = False) -> str | None:
+    """File name the public Learn2Reg scorer reads for a pair (``None`` when either file is not named
+    ``TASK_NNNN_MMMM.nii[.gz]``).
 
-    That scorer requires the short ``disp_FFFF_MMMM.nii.gz`` when the modalities are equal (e.g.
-    AbdomenCTCT 0000 → 0000; its own zero fields are named so) or 0000 → 0001, and the long
-    ``disp_FFFF_ffff_MMMM_mmmm.nii.gz`` otherwise. ``None`` when either name is not a Learn2Reg
-    ``TASK_NNNN_MMMM.nii[.gz]`` name.
+    The current scorer (MDL-UzL/L2R ``evaluation/evaluation.py``, commit 8847509, Feb 2025, "fixed
+    naming issue") reads the short ``disp_FFFF_MMMM.nii.gz`` only for modality 0000 → 0001 pairs and
+    the long ``disp_FFFF_ffff_MMMM_mmmm.nii.gz`` for every other pair, same-modality ones included
+    (AbdomenCTCT: ``disp_0022_0000_0021_0000.nii.gz``). ``short=True`` gives the short name for every
+    pair, as older copies of the scorer (e.g. commit 24403cf) read.
     """
     f = _L2R_NAME.match(Path(fixed_path).name)
     m = _L2R_NAME.match(Path(moving_path).name)
     if f is None or m is None:
         return None
-    if f["mod"] == m["mod"] or (f["mod"] == "0000" and m["mod"] == "0001"):
+    if short or (f["mod"], m["mod"]) == ("0000", "0001"):
         return f"disp_{f['case']}_{m['case']}.nii.gz"
     return f"disp_{f['case']}_{f['mod']}_{m['case']}_{m['mod']}.nii.gz"

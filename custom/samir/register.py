@@ -1,5 +1,6 @@
 """Register one pair of NIfTI files: the code path shared by ``samir register``, the bundle's
-inference workflow and the MONAI Label app.
+inference workflow and the MONAI Label app. Presets are in :mod:`samir.presets`, model files in
+:mod:`samir.model_files`; the command line is :mod:`samir.cli`.
 
 Steps (all outputs end on the **fixed image's own grid, with its affine**):
 
@@ -16,68 +17,27 @@ Steps (all outputs end on the **fixed image's own grid, with its affine**):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samir.bundle import bundle_dir
-from samir.data.abdomen import ABDOMEN_LABELS
-from samir.data.acdc import ACDC_LABELS
 from samir.data.checks import check_finite, check_label_values, check_same_grid, load_array, read_header
+from samir.model_files import load_model
+from samir.presets import PRESETS, Preset, check_preset, choose_preset, preset_weights
 from samir.spatial import resize_ddf, warp_image, warp_label
 
-__all__ = ["Preset", "PRESETS", "choose_preset", "Registrar", "register_cli", "RegistrationResult", "network_from_weights",
-           "PairInferer", "LogPaird"]
+__all__ = ["Registrar", "RegistrationResult", "check_out_dir", "register_batch"]
 
-
-@dataclass(frozen=True)
-class Preset:
-    """Preprocessing and weights of one kind of pair.
-
-    ``spacing``: model-grid voxel size in mm (None keeps the fixed image's grid); ``max_size``:
-    upper bound of the model grid (a larger grid is scaled down uniformly); ``intensity``:
-    ``"minmax"`` (per volume) or ``(low, high)`` clip range mapped to [0, 1]; ``weights``: file in
-    ``bundle/models`` with a sidecar ``<stem>.json`` holding the network's arguments.
-    """
-
-    name: str
-    description: str
-    spacing: tuple[float, float, float] | None
-    max_size: tuple[int, int, int]
-    intensity: str | tuple[float, float]
-    weights: str
-    labels: dict[int, str] = field(default_factory=dict)
-
-
-PRESETS: dict[str, Preset] = {
-    "cardiac": Preset("cardiac", "cardiac cine MRI (short-axis stacks, ED/ES)", None, (256, 256, 32), "minmax",
-                      "model.pt", ACDC_LABELS),
-    # 8 mm: the grid the shipped abdominal model was trained on (retrained on real data at the
-    # protocol's 4 mm, set this to 4.0)
-    "abdomen": Preset("abdomen", "abdominal CT (HU)", (8.0, 8.0, 8.0), (128, 128, 160), (-500.0, 800.0),
-                      "model_abdomen.pt", ABDOMEN_LABELS),
-    "generic": Preset("generic", "any same-modality pair (MRI weights; add --optimize for best results)", None,
-                      (160, 160, 160), "minmax", "model.pt", {}),
-}
-
-
-def choose_preset(fixed: np.ndarray, zooms) -> str:
-    """Pick a preset from the fixed image: HU-like values → abdomen; thick-slice stacks → cardiac; else generic."""
-    lo = float(np.percentile(fixed, 1))
-    if lo <= -500:  # air in Hounsfield units: CT
-        return "abdomen"
-    zooms = [float(z) for z in zooms[:3]]
-    if max(zooms) >= 2.5 * min(zooms) and fixed.shape[int(np.argmax(zooms))] <= 32:
-        return "cardiac"
-    return "generic"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,29 +53,8 @@ class RegistrationResult:
         return asdict(self)
 
 
-def network_from_weights(weights, encoder: str | None = None, checkpoint: str | None = None, cache_dir=None,
-                         what: str = "SAMIR") -> torch.nn.Module:
-    """Build SAMIR from a ``model.pt`` and its sidecar ``model.json`` (the network's arguments), load it."""
-    from samir.bundle import load_network_weights
-    from samir.networks import build_samir
-
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"weights {weights} for {what} not found: train them (see bundle/docs/README.md) or pass --weights"
-        )
-    sidecar = weights.with_suffix(".json")
-    config = json.loads(sidecar.read_text()).get("network", {}) if sidecar.is_file() else {}
-    if encoder is not None:
-        config["encoder"] = encoder
-    if checkpoint is not None:
-        config["checkpoint"] = checkpoint
-    config["cache_dir"] = cache_dir
-    net = build_samir(**config)
-    return load_network_weights(net, weights)
-
-
-def _check_out_dir(out: Path) -> Path:
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and prove it writable (a probe file); else ``PermissionError`` naming it."""
     out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -127,33 +66,48 @@ def _check_out_dir(out: Path) -> Path:
 
 
 class Registrar:
-    """Loads a preset's network once and registers pairs of files with it.
+    """Registers pairs of files: the preset's network (if it has one) and/or the training-free core.
+
+    What runs for a pair (``metrics.json`` names it as ``method``):
+
+    * a preset **with** trained weights (cardiac, abdomen): the network, then the fast training-free
+      refinement on SAM + MIND features (:func:`samir.optimize.fast.fast_optimize_pair`) from the
+      network's field; ``optimize=False`` (``--no_optimize``) stops after the network;
+    * a preset **without** weights (generic: any other anatomy), missing weights, or
+      ``from_identity``: the training-free core from identity — never another anatomy's network;
+    * a last guard compares the MIND-SSC dissimilarity (contrast-insensitive) of identity, the
+      network's field and the refined field against the fixed image and keeps the best; the
+      candidates' costs and the kept one are in ``metrics.json`` under ``guard``.
 
     Args:
         preset: "cardiac", "abdomen", "generic" or "auto" (chosen from the fixed image per pair).
-        encoder / checkpoint: override the preset's SAM encoder (name) and its weights file.
+        encoder / checkpoint: override the SAM encoder (name) and its weights file.
         weights: a SAMIR ``model.pt`` to use instead of the preset's (its sidecar json if any).
         device: "cpu", "cuda", "cuda:1", ... (default: cuda when available).
         cache_dir: embedding cache (None: default place; False: off).
-        optimize / iterations: refine each pair by instance optimisation (``samir.optimize``).
-        from_identity: optimise from identity with no network and no trained weights (implies
-            ``optimize``; only the frozen SAM ``SliceEncoder`` is built, ``encoder`` or litemedsam).
-            ``optimize`` without weights for the preset falls back to it, with a note.
+        optimize: run the training-free refinement after the network (default True).
+        iterations: Adam steps of the training-free core (default: its own).
+        from_identity: the training-free core from identity, no network.
+        l2r_short_names: name the Learn2Reg displacement ``disp_FFFF_MMMM`` for every pair, as older
+            scorers read (default: the current scorer's names, :func:`samir.io.l2r_displacement_name`).
         network: a ready SAMIR network used for every preset (the bundle's inference config
             passes its ``network_def``); otherwise each preset's weights are loaded on first use.
+        progress: show a progress line per stage on stderr (encoding, search, optimisation).
     """
 
     def __init__(self, preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
                  weights: str | None = None, device: str | None = None, cache_dir=None,
-                 optimize: bool = False, iterations: int | None = None, verbose: bool = True,
-                 network: torch.nn.Module | None = None, from_identity: bool = False):
-        if preset != "auto" and preset not in PRESETS:
-            raise ValueError(f"preset: expected one of {['auto', *PRESETS]}, got {preset!r}")
+                 optimize: bool = True, iterations: int | None = None, verbose: bool = True,
+                 network: torch.nn.Module | None = None, from_identity: bool = False,
+                 l2r_short_names: bool = False, progress: bool = False):
+        check_preset(preset)
         if encoder is not None:
             from samir.encoders import ENCODER_NAMES
 
             if str(encoder).lower() not in ENCODER_NAMES:
                 raise ValueError(f"encoder: unknown encoder {encoder!r}; valid names: {', '.join(ENCODER_NAMES)}")
+        if iterations is not None and int(iterations) < 0:
+            raise ValueError(f"iterations: expected >= 0, got {iterations}")
         self.preset = preset
         self.encoder = encoder
         self.checkpoint = checkpoint
@@ -161,10 +115,12 @@ class Registrar:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache_dir = cache_dir
         self.from_identity = bool(from_identity)
+        self.l2r_short_names = bool(l2r_short_names)
         self.optimize = bool(optimize) or self.from_identity
-        self._slice_encoder = None
+        self._slice_encoders: dict[tuple, object] = {}
         self.iterations = iterations
         self.verbose = verbose
+        self.progress = bool(progress)
         self._networks: dict[str, torch.nn.Module] = {}
         self._given_network = network.to(self.device).eval() if network is not None else None
         self._lock = threading.Lock()
@@ -176,37 +132,39 @@ class Registrar:
             return self._given_network
         with self._lock:
             if preset not in self._networks:
-                self._networks[preset] = network_from_weights(
-                    self.weights or Path(bundle_dir()) / "models" / PRESETS[preset].weights,
+                self._networks[preset] = load_model(
+                    self.weights or preset_weights(preset),
                     encoder=self.encoder, checkpoint=self.checkpoint, cache_dir=self.cache_dir,
                     what=f"preset '{preset}'",
                 ).to(self.device).eval()
             return self._networks[preset]
 
-    def slice_encoder(self):
-        """The frozen SAM ``SliceEncoder`` alone (no network, no trained weights), built once."""
+    def slice_encoder(self, image_size: int | None = None, slice_stride: int = 1):
+        """The frozen SAM ``SliceEncoder`` alone (no network, no trained weights), built once per setting."""
+        key = (image_size, int(slice_stride))
         with self._lock:
-            if self._slice_encoder is None:
+            if key not in self._slice_encoders:
                 from samir.encoders import SliceEncoder, build_encoder
+                from samir.encoders.cache import parse_cache_option
 
-                cache = True if self.cache_dir is None else (
-                    None if self.cache_dir is False or str(self.cache_dir).lower() in ("false", "none", "off", "")
-                    else self.cache_dir)
-                self._slice_encoder = SliceEncoder(build_encoder(self.encoder or "litemedsam", checkpoint=self.checkpoint),
-                                                   cache=cache)
-            return self._slice_encoder
+                name = self.encoder or "litemedsam"
+                kwargs = {"image_size": int(image_size)} if image_size and name == "litemedsam" else {}
+                self._slice_encoders[key] = SliceEncoder(
+                    build_encoder(name, checkpoint=self.checkpoint, **kwargs),
+                    cache=parse_cache_option(self.cache_dir), slice_stride=int(slice_stride))
+            return self._slice_encoders[key]
 
-    def _needs_network(self, preset_name: str) -> bool:
+    def method_for(self, preset_name: str) -> str:
+        """What registers a pair of this preset: "network+fast", "network" or "fast" (see the class doc)."""
         if self.from_identity:
-            return False
-        if self.optimize and self._given_network is None and self.weights is None and preset_name not in self._networks:
-            path = Path(bundle_dir()) / "models" / PRESETS[preset_name].weights
-            if not path.is_file():
-                if self.verbose:
-                    print(f"samir: no trained weights {path} for preset '{preset_name}': optimising from identity")
-                self.from_identity = True
-                return False
-        return True
+            return "fast"
+        if self._given_network is None and self.weights is None and preset_name not in self._networks:
+            path = preset_weights(preset_name)
+            if path is None or not path.is_file():
+                if path is not None and self.verbose:
+                    logger.info(f"no trained weights {path} for preset '{preset_name}': training-free core")
+                return "fast"
+        return "network+fast" if self.optimize else "network"
 
     # -- steps ---------------------------------------------------------------------------------
     @staticmethod
@@ -237,26 +195,77 @@ class Registrar:
         return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(x)
 
     def predict_ddf(self, fixed: torch.Tensor, moving_on_fixed: torch.Tensor, preset_name: str,
-                    size: tuple[int, int, int]) -> torch.Tensor:
-        """DDF (1, 3, *fixed grid) in fixed voxels from raw-intensity images (1, 1, *fixed grid); ``size``: model grid."""
+                    size: tuple[int, int, int], spacing: tuple[float, float, float] | None = None,
+                    report: dict | None = None) -> torch.Tensor:
+        """DDF (1, 3, *fixed grid) in fixed voxels from raw-intensity images (1, 1, *fixed grid).
+
+        ``size``: the model grid; ``spacing``: the fixed grid's voxel size (mm). ``report`` (a dict)
+        receives the method, the guard's costs and per-stage seconds.
+        """
+        from samir.optimize.fast import fast_optimize_pair, mind_cost, reduced_grid
+
         preset = PRESETS[preset_name]
+        report = {} if report is None else report
+        spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
+        model_spacing = tuple(sp * n / m for sp, n, m in zip(spacing, fixed.shape[2:], size))
         f = torch.nn.functional.interpolate(fixed, size=size, mode="trilinear", align_corners=False)
         m = torch.nn.functional.interpolate(moving_on_fixed, size=size, mode="trilinear", align_corners=False)
         f = self._scale_intensity(f[0], preset.intensity)[None].float().to(self.device)
         m = self._scale_intensity(m[0], preset.intensity)[None].float().to(self.device)
-        if not self._needs_network(preset_name):
-            from samir.optimize import optimize_pair
-
-            ddf = optimize_pair(m, f, init_ddf=None, sam_encoder=self.slice_encoder(), iterations=self.iterations)
-            return resize_ddf(torch.as_tensor(ddf).cpu(), tuple(fixed.shape[2:]))
-        net = self.network(preset_name)
+        method = self.method_for(preset_name)
+        report["method"] = method
+        seconds: dict[str, float] = {}
+        candidates: dict[str, torch.Tensor] = {"identity": m.new_zeros((1, 3, *size))}
+        em = ef = encoder = None
+        if method.startswith("network"):
+            t = time.perf_counter()
+            net = self.network(preset_name)
+            with torch.no_grad():
+                candidates["network"] = net(torch.cat([m, f], dim=1))
+            seconds["network"] = time.perf_counter() - t
+            encoder = net.sam_encoder if method == "network+fast" else None
+        elif preset.fast.get("sam_weight", 1.0) > 0:
+            encoder = self.slice_encoder(preset.fast.get("encoder_size"), preset.fast.get("slice_stride", 1))
+        if preset.fast.get("sam_weight", 1.0) <= 0:
+            encoder = None  # the core runs on MIND alone for this preset: no encoding at all
+        if method != "network":
+            if encoder is not None:
+                t = time.perf_counter()
+                with torch.no_grad():
+                    em, ef = encoder(m), encoder(f)
+                seconds["encode"] = time.perf_counter() - t
+                self._note(f"SAM features {tuple(em.shape[2:])} in {seconds['encode']:.1f} s")
+            options = {k: v for k, v in preset.fast.items() if k not in ("encoder_size", "slice_stride")}
+            if self.iterations is not None:
+                options["iterations"] = int(self.iterations)
+            init = candidates.get("network")
+            ddf, info = fast_optimize_pair(m, f, spacing=model_spacing, init_ddf=init, moving_embedding=em,
+                                           fixed_embedding=ef, progress=self._note, **options)
+            candidates["refined"] = ddf
+            seconds.update({f"fast_{k}": v for k, v in info["seconds"].items() if k != "total"})
+            report["fast"] = {k: info[k] for k in ("features", "work_grid", "search_grid", "search_radius")
+                              if k in info}
+        # last guard: the candidate most similar to the fixed image (MIND-SSC: any contrast) wins
+        t = time.perf_counter()
         with torch.no_grad():
-            ddf = net(torch.cat([m, f], dim=1))
-        if self.optimize:
-            from samir.optimize import optimize_pair
+            grid, grid_sp = reduced_grid(size, model_spacing, 400_000)
+            costs = {name: mind_cost(warp_image(m, d) if name != "identity" else m, f, grid, grid_sp)
+                     for name, d in candidates.items()}
+        best = min(costs, key=lambda k: costs[k])
+        seconds["guard"] = time.perf_counter() - t
+        report["guard"] = {"mind_cost": {k: round(v, 6) for k, v in costs.items()}, "kept": best}
+        report["stage_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        if best != list(candidates)[-1]:
+            logger.info(f"guard: kept the {best} field (MIND cost {costs[best]:.4f}) over the "
+                        f"{list(candidates)[-1]} one ({costs[list(candidates)[-1]]:.4f})")
+        return resize_ddf(torch.as_tensor(candidates[best]).cpu(), tuple(fixed.shape[2:]))
 
-            ddf = optimize_pair(m, f, init_ddf=ddf, sam_encoder=net.sam_encoder, iterations=self.iterations)
-        return resize_ddf(torch.as_tensor(ddf).cpu(), tuple(fixed.shape[2:]))
+    def _note(self, message: str) -> None:
+        if self.progress:
+            import sys
+
+            print(f"samir: {message}", file=sys.stderr, flush=True)
+        logger.debug(message)
 
     def register_files(self, fixed, moving, out_dir, moving_label=None, fixed_label=None) -> RegistrationResult:
         """Register ``moving`` onto ``fixed`` (NIfTI paths) and write the outputs into ``out_dir``."""
@@ -267,7 +276,7 @@ class Registrar:
         from samir.metrics import registration_metrics
 
         start = time.perf_counter()
-        out = _check_out_dir(Path(out_dir))
+        out = check_out_dir(out_dir)
         f_head, f_arr = self._load(fixed, "fixed image")
         m_head, m_arr = self._load(moving, "moving image")
         labels = {}
@@ -278,7 +287,7 @@ class Registrar:
                 labels[key] = l_arr
         preset_name = self.preset if self.preset != "auto" else choose_preset(f_arr, f_head.zooms)
         if self.preset == "auto" and self.verbose:
-            print(f"samir: preset '{preset_name}' ({PRESETS[preset_name].description}) chosen from {fixed}")
+            logger.info(f"preset '{preset_name}' ({PRESETS[preset_name].description}) chosen from {fixed}")
         preset = PRESETS[preset_name]
         model_size = self._to_model_grid(preset, f_head)
 
@@ -295,17 +304,19 @@ class Registrar:
             moving_label_on_fixed = resample_lab(l_meta, dst_affine=f_aff, spatial_size=f_head.spatial_shape).as_tensor()[None]
 
         t0 = time.perf_counter()
-        ddf = self.predict_ddf(fixed_t, moving_on_fixed, preset_name, model_size)
+        report: dict = {}
+        spacing = tuple(float(z) for z in f_head.zooms[:3])
+        ddf = self.predict_ddf(fixed_t, moving_on_fixed, preset_name, model_size, spacing=spacing, report=report)
         register_seconds = time.perf_counter() - t0
 
         warped = warp_image(moving_on_fixed, ddf)
-        metrics: dict = {"preset": preset_name, "register_seconds": register_seconds,
-                         "model_grid": list(model_size), "optimize": self.optimize}
+        metrics: dict = {"preset": preset_name, "method": report["method"], "register_seconds": register_seconds,
+                         "model_grid": list(model_size), "guard": report["guard"],
+                         "stage_seconds": report["stage_seconds"], **({"fast": report["fast"]} if "fast" in report else {})}
         warped_label = None
         if moving_label_on_fixed is not None:
             warped_label = warp_label(moving_label_on_fixed.round().long(), ddf)
         fixed_label_t = torch.as_tensor(labels["fixed_label"])[None, None].long() if "fixed_label" in labels else None
-        spacing = tuple(float(z) for z in f_head.zooms[:3])
         if warped_label is not None and fixed_label_t is not None:
             label_names = preset.labels or None
             present = sorted(set(torch.unique(fixed_label_t).tolist()) | set(torch.unique(warped_label).tolist()))
@@ -328,7 +339,7 @@ class Registrar:
                 save_nifti(tmp / "warped_label.nii.gz", warped_label[0, 0].numpy().astype(np.int16), f_head.affine)
             save_nifti(tmp / "ddf_voxels.nii.gz", np.moveaxis(ddf_np, 0, -1).astype(np.float32), f_head.affine)
             write_displacement_lps(tmp / "displacement_lps_mm.nii.gz", ddf_np, f_head.affine)
-            l2r = l2r_displacement_name(fixed, moving)
+            l2r = l2r_displacement_name(fixed, moving, short=self.l2r_short_names)
             if l2r:
                 write_l2r_displacement(tmp / l2r, ddf_np, f_head.affine)
             metrics["seconds"] = time.perf_counter() - start
@@ -342,57 +353,44 @@ class Registrar:
         return RegistrationResult(str(out), files, metrics, preset_name)
 
 
-def register_cli(fixed: str, moving: str, out: str, moving_label: str | None = None, fixed_label: str | None = None,
-                 preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
-                 weights: str | None = None, device: str | None = None, cache_dir=None, optimize: bool = False,
-                 iterations: int | None = None, from_identity: bool = False) -> None:
-    """``samir register FIXED MOVING --out DIR [...]``: register, write outputs, print the metrics.
+def register_batch(registrar: Registrar, datalist: str | os.PathLike, out_dir: str | os.PathLike,
+                   key: str | None = None, progress: bool = False) -> list[dict]:
+    """Register every pair of a datalist json into ``out_dir/<pair_id>/`` with one ``Registrar``.
 
-    ``--optimize [--iterations N]`` refines the network's output per pair; ``--from_identity``
-    optimises from identity with no network or trained weights (only the frozen SAM encoder).
+    Everything (imports, networks, encoders) is loaded once. A pair that fails (bad file) is
+    reported in its row with the error and the others go on. Returns one summary row per pair.
     """
-    registrar = Registrar(preset=preset, encoder=encoder, checkpoint=checkpoint, weights=weights, device=device,
-                          cache_dir=cache_dir, optimize=optimize, iterations=iterations, from_identity=from_identity)
-    result = registrar.register_files(fixed, moving, out, moving_label=moving_label, fixed_label=fixed_label)
-    shown = {k: v for k, v in result.metrics.items() if not k.startswith("hd95_") or k == "hd95_mean"}
-    print(json.dumps(shown, indent=2))
-    print(f"wrote {', '.join(sorted(Path(p).name for p in result.files.values()))} in {result.out_dir}")
+    from samir.data.pairs import datalist_pairs
 
+    pairs = datalist_pairs(datalist, key=key, check_files=False)
+    out = check_out_dir(out_dir)
+    rows = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-class PairInferer:
-    """The bundle's ``inferer``: register one datalist item into ``output_dir/<pair_id>/``.
-
-    ``__call__(item)`` takes a dict {fixed, moving, fixed_label?, moving_label?, pair_id?} of paths
-    and returns ``{"pairs": [metrics row], "result": RegistrationResult}`` for the evaluator's handlers.
-    """
-
-    def __init__(self, registrar: Registrar, output_dir: str):
-        self.registrar = registrar
-        self.output_dir = Path(output_dir)
-
-    def __call__(self, item) -> dict:
+        bar = tqdm(total=len(pairs), desc="samir register", unit="pair", leave=False)
+    for i, item in enumerate(pairs):
         pair_id = str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
                                               f"{Path(str(item['fixed'])).name.split('.')[0]}")
-        result = self.registrar.register_files(
-            item["fixed"], item["moving"], self.output_dir / pair_id,
-            moving_label=item.get("moving_label"), fixed_label=item.get("fixed_label"),
-        )
-        row = {"pair_id": pair_id, **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}
-        return {"pairs": [row], "result": result}
-
-
-class LogPaird:
-    """Post-processing: log one line per registered pair (where its outputs are, Dice, folding, seconds)."""
-
-    def __call__(self, output: dict) -> dict:
-        import logging
-
-        result = output.get("result")
-        if result is not None:
+        row: dict = {"pair_id": pair_id}
+        try:
+            result = registrar.register_files(item["fixed"], item["moving"], out / pair_id,
+                                              moving_label=item.get("moving_label"),
+                                              fixed_label=item.get("fixed_label"))
             m = result.metrics
-            dice = f", Dice {m['dice_mean']:.3f}" if m.get("dice_mean") is not None else ""
-            logging.getLogger("samir").info(
-                f"registered → {result.out_dir}{dice}, folding {m.get('folding_pct', float('nan')):.3f} %, "
-                f"{m.get('seconds', float('nan')):.1f} s"
-            )
-        return output
+            row.update({k: m.get(k) for k in ("method", "dice_mean_before", "dice_mean", "folding_pct", "seconds")
+                        if m.get(k) is not None}, out_dir=result.out_dir)
+        except (OSError, ValueError, RuntimeError) as err:
+            row["error"] = str(err)
+            logger.error(f"pair {pair_id}: {err}")
+            try:  # a folder made for a pair that failed is removed if it holds nothing
+                (out / pair_id).rmdir()
+            except OSError:
+                pass
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows

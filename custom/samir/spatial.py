@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from monai.networks.blocks import DVF2DDF, Warp
 
-__all__ = ["warp", "warp_image", "warp_label", "compose", "velocity_to_ddf", "identity_grid", "resize_ddf"]
+__all__ = ["warp", "warp_image", "warp_label", "compose", "velocity_to_ddf", "identity_grid", "resize_ddf",
+           "shrink_factor"]
 
 _WARPS: dict[tuple[str, str], Warp] = {}
 
@@ -105,3 +106,13 @@ def resize_ddf(ddf: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     out = torch.nn.functional.interpolate(ddf, size=size, mode="trilinear", align_corners=False)
     scale = torch.tensor([t / s for s, t in zip(ddf.shape[2:], size)], dtype=ddf.dtype, device=ddf.device)
     return out * scale.view(1, 3, 1, 1, 1)
+
+
+def shrink_factor(size: int, factor: int, min_size: int) -> int:
+    """``factor`` halved until an axis of ``size`` voxels shrunk by it keeps at least ``min_size`` voxels
+    (1 when even a factor of 2 would go below): the step of every coarse-to-fine pyramid here
+    (instance optimisation, demons), so thin stacks such as 16 cardiac slices are not over-shrunk."""
+    f = int(factor)
+    while f > 1 and size / f < min_size:
+        f //= 2
+    return max(1, f)

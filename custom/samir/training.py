@@ -21,7 +21,7 @@ from monai.networks.utils import one_hot
 from samir.metrics import registration_metrics
 from samir.spatial import warp_image, warp_label
 
-__all__ = ["RegistrationTrainStep", "RegistrationEvalStep", "PairTableWriter", "pair_inputs", "spacing_of"]
+__all__ = ["RegistrationTrainStep", "RegistrationEvalStep", "PairTableWriter", "TrainingBudget", "pair_inputs", "spacing_of"]
 
 
 def pair_inputs(batch: Mapping, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +62,10 @@ class RegistrationTrainStep:
         self.num_classes = num_classes
         self.grad_clip = grad_clip
 
+    def _uses_labels(self) -> bool:
+        weights = getattr(self.loss_function, "weights", None)
+        return bool(self.num_classes) and (weights is None or bool(weights.get("dice", 1.0)))
+
     def __call__(self, engine, batch: Mapping) -> dict:
         network, optimizer = engine.network, engine.optimizer
         network.train()
@@ -69,9 +73,11 @@ class RegistrationTrainStep:
         optimizer.zero_grad(set_to_none=True)
         outputs = network(torch.cat([moving, fixed], dim=1), return_all=True)
         onehots = {}
-        if self.num_classes and "moving_label" in batch and "fixed_label" in batch:
-            for key in ("moving_label", "fixed_label"):
-                onehots[key] = one_hot(torch.as_tensor(batch[key]).to(engine.state.device).long(), self.num_classes)
+        if self._uses_labels() and "moving_label" in batch and "fixed_label" in batch:
+            labels = {k: torch.as_tensor(batch[k]).to(engine.state.device).long() for k in ("moving_label", "fixed_label")}
+            # mixed training sets (samir.data.mix): a generated pair may hold more labels than the data set
+            n = max(int(self.num_classes), 1 + max(int(v.max()) for v in labels.values()))
+            onehots = {k: one_hot(v, n) for k, v in labels.items()}
         terms = self.loss_function(
             moving, fixed, outputs, onehots.get("moving_label"), onehots.get("fixed_label")
         )
@@ -83,6 +89,95 @@ class RegistrationTrainStep:
             torch.nn.utils.clip_grad_norm_(_trainable(network), self.grad_clip)
         optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()}
+
+
+class TrainingBudget:
+    """Ignite handler: stop a training run within a wall-time and/or iteration budget, at an epoch end.
+
+    * ``max_seconds``: at each epoch end, stop when the next epoch (its length estimated by the mean
+      epoch time of this run) would end past the budget; if an epoch overruns the budget anyway, stop
+      at once (the last epoch checkpoint stays the resume point).
+    * ``max_iterations``: stop at the end of the epoch in which the trainer's total iteration count
+      (resumed runs included) reaches it.
+
+    Epoch-end stops leave the epoch-level ``CheckpointSaver`` (``last_checkpoint_*``) of the last finished
+    epoch, so ``resume_from`` continues exactly there. ``engine.state.budget`` records what happened
+    (seconds, iterations, epochs run, the reason for stopping).
+    """
+
+    def __init__(self, max_seconds: float | None = None, max_iterations: int | None = None):
+        self.max_seconds = float(max_seconds) if max_seconds not in (None, "", 0) else None
+        self.max_iterations = int(max_iterations) if max_iterations not in (None, "", 0) else None
+        self.start = None
+        self.epoch_seconds: list[float] = []
+        self._epoch_start = None
+        self._start_iteration = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        if self.max_seconds is not None:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self._record)
+        engine.add_event_handler(Events.TERMINATE, self._record)
+
+    def elapsed(self) -> float:
+        return 0.0 if self.start is None else time.perf_counter() - self.start
+
+    def _started(self, engine) -> None:
+        self.start = time.perf_counter()
+        self._start_iteration = int(engine.state.iteration)
+        engine.state.budget = {"stopped": None}
+
+    def _epoch_started(self, engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _stop(self, engine, reason: str) -> None:
+        engine.state.budget = {**getattr(engine.state, "budget", {}), "stopped": reason}
+        engine.terminate()
+
+    @staticmethod
+    def _agree(engine, flag: bool) -> bool:
+        """Under torch.distributed, stop when any rank wants to (every rank calls this at the same point)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return flag
+        device = engine.state.device if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def _iteration_completed(self, engine) -> None:
+        if self._agree(engine, self.elapsed() > self.max_seconds):
+            self._stop(engine, f"max_seconds {self.max_seconds:g} passed during epoch {engine.state.epoch}")
+
+    def _epoch_completed(self, engine) -> None:
+        self.epoch_seconds.append(time.perf_counter() - (self._epoch_start or self.start))
+        reason = None
+        if self.max_iterations is not None and engine.state.iteration >= self.max_iterations:
+            reason = f"max_iterations {self.max_iterations} reached"
+        elif self.max_seconds is not None:
+            mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            if self.elapsed() + mean > self.max_seconds and engine.state.epoch < (engine.state.max_epochs or 0):
+                reason = f"max_seconds {self.max_seconds:g}: no time for another epoch (~{mean:.1f} s)"
+        budgeted = self.max_seconds is not None or self.max_iterations is not None  # no collective without a budget
+        if budgeted and self._agree(engine, reason is not None):
+            self._stop(engine, reason or "another rank's budget")
+        self._record(engine)
+
+    def _record(self, engine) -> None:
+        engine.state.budget = {
+            **getattr(engine.state, "budget", {}),
+            "seconds": round(self.elapsed(), 1),
+            "iterations_this_run": int(engine.state.iteration) - self._start_iteration,
+            "iteration": int(engine.state.iteration),
+            "epoch": int(engine.state.epoch),
+            "mean_epoch_seconds": round(sum(self.epoch_seconds) / len(self.epoch_seconds), 2) if self.epoch_seconds else None,
+        }
 
 
 class RegistrationEvalStep:

@@ -37,7 +37,7 @@ def acdc_root(tmp_path_factory):
 
 
 def _common(root, out):
-    return {**TINY, "dataset": "acdc", "data_root": str(root), "split_options": {"val_ids": [2]},
+    return {**TINY, "dataset": "acdc", "dataset_dir": str(root), "split_options": {"val_ids": [2]},
             "output_dir": str(out), "num_epochs": 1, "val_interval": 1, "max_train_pairs": 2, "max_val_pairs": 1}
 
 
@@ -69,10 +69,32 @@ def test_property_ids_present():
         assert pid in train["train"]
     assert "evaluator" in train["validate"]
     inference = ConfigParser.load_config_file(str(CONFIGS / "inference.json"))
-    for pid in ("network_def", "preprocessing", "inferer", "postprocessing", "evaluator", "inference"):
+    # no "inferer": a registration is not a MONAI Inferer; the evaluator's iteration registers each pair
+    for pid in ("network_def", "preprocessing", "register_pairs", "postprocessing", "evaluator", "inference"):
         assert pid in inference
     for f in ("evaluate.json", "multi_gpu_train.json"):  # overrides only: no imports, no network_def copy
         assert "imports" not in json.loads((CONFIGS / f).read_text())
+
+
+def test_parsing_writes_nothing(tmp_path, monkeypatch):
+    """Configs are wiring: resolving the data folder and the network writes no data set; the synthetic
+    stand-in is written only by the explicit step (``initialize``'s ``samir.bundle.prepare_data``)."""
+    from monai.bundle import ConfigParser
+
+    monkeypatch.chdir(tmp_path)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({k: v for k, v in TINY.items()})
+    parser.parse()
+    assert parser.get_parsed_content("data_dir") == "data/synthetic_acdc"
+    assert parser.get_parsed_content("val_split") == "test"  # evaluate.json: one datalist helper, another split
+    parser.get_parsed_content("network_def")
+    parser.get_parsed_content("labels")
+    assert list(tmp_path.iterdir()) == []
+    from samir.bundle import prepare_data
+
+    root = prepare_data("acdc", None, "data/synthetic_acdc", n=1, n_test=0)  # the explicit step
+    assert (tmp_path / root / "training" / "patient001").is_dir()
 
 
 def test_verify_net_in_out_on_tiny_encoder():

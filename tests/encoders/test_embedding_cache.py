@@ -148,3 +148,28 @@ def test_batch_items_cached_separately(tmp_path):
     both = se(vols)
     se2 = _slice_encoder(tmp_path)
     assert torch.equal(se2(vols[1:]), both[1:]) and se2.cache.hits == 1
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (None, "default"), (True, "default"), ("default", "default"), ("True", "default"), ("on", "default"),
+        (False, False), ("false", False), ("None", False), ("off", False), ("no", False), ("0", False), ("", False),
+        ("  OFF ", False), ("some/folder", "some/folder"),
+    ],
+)
+def test_parse_cache_option(value, expected, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from samir.encoders.cache import parse_cache_option
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    parsed = parse_cache_option(value)
+    if expected == "default":
+        assert parsed == tmp_path / "xdg" / "samir"
+    elif expected is False:
+        assert parsed is False
+        assert not EmbeddingCache(value).enabled  # the cache reads the option the same way
+    else:
+        assert parsed == Path(expected)
+    assert parse_cache_option(parsed) == parsed  # idempotent

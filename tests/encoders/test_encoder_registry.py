@@ -6,7 +6,7 @@ import pytest
 import torch
 from parameterized import parameterized
 from samir.encoders import ENCODER_NAMES, CorruptCheckpointError, build_encoder, describe_state_dict
-from samir.encoders.registry import load_encoder_state
+from samir.encoders.base import load_encoder_state
 
 
 def _cheap(shape):

@@ -21,7 +21,7 @@ def test_finetune_writes_loadable_weights(acdc_crop, tiny_weights, tmp_path):
         from lib.trainers.registration import RegistrationFineTune
     finally:
         sys.path.remove(str(APP))
-    from samir.register import network_from_weights
+    from samir.model_files import load_model
 
     studies = tmp_path / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
@@ -36,6 +36,6 @@ def test_finetune_writes_loadable_weights(acdc_crop, tiny_weights, tmp_path):
     assert stats["pairs"] == 2 and stats["labelled_pairs"] == 2 and "loss" in stats["last_loss"]
     assert cfg.finetuned.is_file() and json.loads(cfg.finetuned.with_suffix(".json").read_text())["network"]
     assert task.stats()["model"] == str(cfg.finetuned)
-    network_from_weights(cfg.finetuned, cache_dir=False)  # the infer task can load it
+    load_model(cfg.finetuned, cache_dir=False)  # the infer task can load it
     # with --conf weights the configured file stays in use; without, the fine-tuned one is picked up
     assert RegistrationConfig.from_conf(str(tmp_path / "app"), str(studies), {}).active_weights() == str(cfg.finetuned)

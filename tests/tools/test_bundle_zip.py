@@ -23,7 +23,7 @@ def test_zip_layout_and_monai_tools(tmp_path, monkeypatch):
         zf.extractall(tmp_path / "unzipped")
     for member in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
                    "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md",
-                   "docs/data_license.txt", "large_files.yml", "samir/networks/samir_net.py"):
+                   "docs/data_license.txt", "large_files.yml", "LICENSE", "samir/networks/samir_net.py"):
         assert f"samir_registration/{member}" in names, member
     assert not any("__pycache__" in n for n in names)
     root = tmp_path / "unzipped" / "samir_registration"

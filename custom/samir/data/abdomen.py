@@ -8,7 +8,7 @@ Layout::
 
 Split of the literature: subjects 1-20 train (all ordered pairs), 21-23 validate (the json's
 ``registration_val``), 24-30 test (all ordered pairs: 42). ``pair_id`` is ``FFFF_MMMM`` (fixed, moving),
-as in Learn2Reg's ``disp_FFFF_MMMM.nii.gz``; the moving image is registered onto the fixed one.
+as Learn2Reg numbers its pairs; the moving image is registered onto the fixed one.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ __all__ = [
     "ABDOMEN_TEST_IDS",
     "ABDOMEN_SHAPE",
     "ABDOMEN_SPACING",
+    "ABDOMEN_HU_RANGE",
     "abdomen_image_path",
     "abdomen_label_path",
     "read_abdomen_json",
     "abdomen_pairs",
 ]
+
+# the protocol's CT window: HU clipped to [-500, 800], then scaled to [0, 1] (transforms, presets)
+ABDOMEN_HU_RANGE: tuple[float, float] = (-500.0, 800.0)
 
 ABDOMEN_LABELS: dict[int, str] = {
     1: "spleen",

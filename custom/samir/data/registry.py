@@ -17,6 +17,7 @@ from monai.utils import look_up_option
 
 from samir.data.abdomen import ABDOMEN_LABELS, abdomen_pairs
 from samir.data.acdc import ACDC_LABELS, acdc_pairs
+from samir.data.brain import BRAIN_ALLOWED_LABELS, BRAIN_LABELS, brain_pairs
 from samir.data.pairs import datalist_pairs
 from samir.data.transforms import abdomen_transforms, acdc_transforms, generic_transforms
 
@@ -33,7 +34,7 @@ class DatasetSpec:
     labels: dict[int, str]
     pairs: Callable[..., list[dict]]
     transforms: Callable[..., object]
-    synthetic: str | None = None  # "acdc"/"abdomen": the generator used when no root is given
+    synthetic: str | None = None  # a _SYNTHETIC_WRITERS key: the generator used when no root is given
 
 
 def _acdc_pairs(root, split, **options):
@@ -44,6 +45,35 @@ def _abdomen_pairs(root, split, **options):
     return abdomen_pairs(root, split=split, **options)
 
 
+def _brain_pairs(root, split, **options):
+    return brain_pairs(root, split=split, **options)
+
+
+def _brain_transforms(with_labels: bool = True, **kwargs):
+    # the whole 2 mm grid (no crop), min-max intensity per volume, labels 0..3
+    return generic_transforms(allowed_labels=BRAIN_ALLOWED_LABELS, with_labels=with_labels, **kwargs)
+
+
+# synthetic generator name -> (module, writer function)
+_SYNTHETIC_WRITERS: dict[str, tuple[str, str]] = {
+    "acdc": ("samir.data.synthetic_acdc", "write_synthetic_acdc"),
+    "abdomen": ("samir.data.synthetic_abdomen", "write_synthetic_abdomen"),
+    "brain": ("samir.data.synthetic_brain", "write_synthetic_brain"),
+    "acdc_alt": ("samir.data.synthetic_cardiac_alt", "write_synthetic_cardiac_alt"),
+    "synthmorph": ("samir.data.synthetic_labels", "write_synthmorph_pairs"),
+}
+
+
+def _synthmorph_pairs(root, split, **options):
+    from samir.data.synthetic_labels import synthmorph_pairs
+
+    return synthmorph_pairs(root, split=split)
+
+
+# SynthMorph-style label-driven pairs (samir.data.synthetic_labels): up to 26 labels, values vary per pair
+SYNTHMORPH_LABELS: dict[int, str] = {i: f"label{i:02d}" for i in range(1, 26)}
+
+
 def _datalist(root, split, **options):
     # for "pairs", root is the datalist json; its "split" list when it has one, else its pairs
     return datalist_pairs(root, key=None if split in (None, "all") else split)
@@ -52,12 +82,19 @@ def _datalist(root, split, **options):
 DATASETS: dict[str, DatasetSpec] = {
     "acdc": DatasetSpec("acdc", ACDC_LABELS, _acdc_pairs, acdc_transforms, synthetic="acdc"),
     "abdomen": DatasetSpec("abdomen", ABDOMEN_LABELS, _abdomen_pairs, abdomen_transforms, synthetic="abdomen"),
+    # ACDC layout written by another phantom generator (held-out judging); the ACDC reader and chain
+    "acdc_alt": DatasetSpec("acdc_alt", ACDC_LABELS, _acdc_pairs, acdc_transforms, synthetic="acdc_alt"),
+    # MNI152-template subjects, T1 and T2-like (pairs.json: dev, dev_cross, test, test_cross)
+    "brain": DatasetSpec("brain", BRAIN_LABELS, _brain_pairs, _brain_transforms, synthetic="brain"),
+    # random label maps, two deformations, independent contrasts (pairs.json: train, val, test)
+    "synthmorph": DatasetSpec("synthmorph", SYNTHMORPH_LABELS, _synthmorph_pairs, generic_transforms,
+                              synthetic="synthmorph"),
     "pairs": DatasetSpec("pairs", {}, _datalist, generic_transforms),
 }
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    """The ``DatasetSpec`` of ``name`` (acdc, abdomen, pairs); unknown names list the valid ones."""
+    """The ``DatasetSpec`` of ``name`` (acdc, acdc_alt, abdomen, brain, pairs); unknown names list the valid ones."""
     return look_up_option(str(name).lower(), DATASETS)
 
 
@@ -85,14 +122,10 @@ def resolve_data_root(dataset: str, root: str | os.PathLike | None, synthetic_di
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        if spec.synthetic == "acdc":
-            from samir.data.synthetic_acdc import write_synthetic_acdc
+        import importlib
 
-            write_synthetic_acdc(tmp, **synth_kwargs)
-        else:
-            from samir.data.synthetic_abdomen import write_synthetic_abdomen
-
-            write_synthetic_abdomen(tmp, **synth_kwargs)
+        module, writer = _SYNTHETIC_WRITERS[spec.synthetic]
+        getattr(importlib.import_module(module), writer)(tmp, **synth_kwargs)
         (tmp / _COMPLETE).write_text("written by samir.data.registry.resolve_data_root\n")
         os.replace(tmp, target)
     except BaseException:

@@ -8,7 +8,12 @@ Each patient is drawn analytically (numpy only) at its ED and ES frames:
 * a crescent right-ventricular cavity (RV, label 1) wrapped around the septum, with a thin free wall;
 * from ED to ES the cavities shrink in-plane, the base descends towards the (almost fixed) apex and the
   myocardium thickens (its volume is conserved); infarct patients get a hypokinetic sector;
-* bright blood, darker myocardium, a smooth coil bias field, thick-slice partial volume and Rician noise.
+* bright blood, darker myocardium, a smooth coil bias field, thick-slice partial volume and Rician noise;
+* with ``realism`` > 0 (default 1.0, 0 reproduces the plain phantoms exactly): trabeculae and papillary
+  muscles (myocardium-dark detail along the endocardium inside both blood pools), a fine tissue and
+  myocardial texture, an in-plane partial-volume blur and an anterior surface-coil sensitivity on top of
+  the smooth bias, so that image similarity alone no longer lines the cavities up. Its draws come from
+  their own seed: geometry and labels do not depend on ``realism``.
 
 Sizes follow real ACDC: in-plane 1.3-1.8 mm on 154-256 voxel matrices, 6-12 slices of 5-10 mm.
 Groups cycle DCM, HCM, MINF, NOR, RV by patient number (the real set uses blocks of 20; cycling keeps
@@ -225,8 +230,36 @@ def _labels_from(q_in, q_out, q_rv, below_base) -> np.ndarray:
     return lab
 
 
-def acdc_phantom(pid: int, seed: int = 0) -> dict:
-    """One patient: {"ED": (image int16 (X, Y, Z), label uint8), "ES": (...), "info": {...}, "affine": (4, 4)}."""
+def _realism_fields(p: dict, pid: int, seed: int, window_shape: tuple[int, ...], realism: float) -> dict:
+    """Random fields of the appearance realism (own seed: geometry draws are untouched)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng([int(seed), int(pid), 7919])
+    s = p["spacing"][0]
+    nx, ny, nz = p["shape"]
+    # trabeculae: thresholded smooth noise (about 2 mm structures), about a third of the band is muscle
+    trab = gaussian_filter(rng.standard_normal(window_shape).astype(np.float32), sigma=(1.6 / s, 1.6 / s, 0.0))
+    trab /= max(float(trab.std()), 1e-6)
+    thr = float(rng.uniform(0.2, 0.6))
+    trab = np.clip((trab - thr) / 0.5, 0.0, 1.0) * realism
+    tex = gaussian_filter(rng.standard_normal((nx, ny, nz)).astype(np.float32), sigma=(1.2 / s, 1.2 / s, 0.0))
+    tex /= max(float(tex.std()), 1e-6)
+    return dict(
+        trab=trab, trab_band=float(rng.uniform(0.7, 0.8)), tex=tex, tex_amp=float(rng.uniform(0.05, 0.1)) * realism,
+        blur=float(rng.uniform(0.4, 0.9)) * realism / 1.0,  # in-plane sigma, voxels
+        coil_gain=float(rng.uniform(0.4, 1.0)) * realism, coil_depth=float(rng.uniform(40.0, 80.0)),
+        coil_x=float(rng.uniform(-60.0, 60.0)),
+    )
+
+
+def acdc_phantom(pid: int, seed: int = 0, realism: float = 1.0) -> dict:
+    """One patient: {"ED": (image int16 (X, Y, Z), label uint8), "ES": (...), "info": {...}, "affine": (4, 4)}.
+
+    ``realism`` (0–1) adds trabeculae in the blood pools, texture, partial-volume blur and a surface-coil
+    field (module doc); labels and geometry are the same for every ``realism``."""
+    realism = float(realism)
+    if not 0.0 <= realism <= 1.0:
+        raise ValueError(f"realism: expected a value in [0, 1], got {realism}")
     p = _patient_params(pid, seed)
     X, Y, Zc = _grid(p)
     t = p["spacing"][2]
@@ -246,6 +279,13 @@ def acdc_phantom(pid: int, seed: int = 0) -> dict:
         for a, ci in ((X, c[0]), (Y, c[1]))
     )
     Xs, Ys = X[sub[0]], Y[:, sub[1]]
+    window = (Xs.shape[0], Ys.shape[1], nz)
+    real = _realism_fields(p, pid, seed, window, realism) if realism > 0 else None
+    if real is not None:
+        # surface coil on the anterior chest wall: sensitivity falls off with depth from it
+        depth = np.clip(p["body"][1] + p["body_shift"][1] - Y, 0.0, None)
+        lateral = np.exp(-(((X - p["body_shift"][0] - real["coil_x"]) / 150.0) ** 2))
+        bias = bias * (1.0 + real["coil_gain"] * lateral * np.exp(-depth / real["coil_depth"]))
     out: dict = {}
     for phase in ("ED", "ES"):
         geo = _heart_frame(p, phase)
@@ -254,13 +294,28 @@ def acdc_phantom(pid: int, seed: int = 0) -> dict:
         label = np.zeros((nx, ny, nz), dtype=np.uint8)
         for o in _SUBSAMPLES:
             lv, myo, rv, rvw, la, peri, qs = _heart(p, geo, Xs, Ys, Zc + o * t)
-            acc[sub] += (lv * it["blood"] + myo * it["myo"] + rv * it["blood"] * 0.95 + rvw * it["myo"]
+            blood_lv = blood_rv = it["blood"]
+            if real is not None:
+                # trabeculae / papillary muscles: myocardium-dark detail in a band along the endocardium
+                q_in, _, q_rv, _ = qs
+                b = real["trab_band"]
+                band_lv = np.clip((q_in - b) / (1.0 - b), 0.0, 1.0) * (q_in < 1.0)
+                band_rv = np.clip((q_rv - b) / (1.0 - b), 0.0, 1.0) * (q_rv < 1.0)
+                blood_lv = it["blood"] + (it["myo"] - it["blood"]) * real["trab"] * band_lv
+                blood_rv = it["blood"] + (it["myo"] - it["blood"]) * real["trab"] * band_rv
+            acc[sub] += (lv * blood_lv + myo * it["myo"] + rv * blood_rv * 0.95 + rvw * it["myo"]
                     + la * it["blood"] * 0.92 + peri * it["fat"] * 0.85)
             cover[sub] += lv + myo + rv + rvw + la + peri
             if o == 0.0:
                 label[sub] = _labels_from(*qs)
         n = float(len(_SUBSAMPLES))
         clean = (acc + np.clip(n - cover, 0.0, n) * bg) / n
+        if real is not None:
+            from scipy.ndimage import gaussian_filter
+
+            clean = clean * (1.0 + real["tex_amp"] * real["tex"])
+            if real["blur"] > 0.05:
+                clean = gaussian_filter(clean, sigma=(real["blur"], real["blur"], 0.0))
         clean = clean * bias * p["scale"]
         sigma = p["noise"] * p["scale"]
         noisy = np.sqrt((clean + rng.normal(0.0, sigma, clean.shape)) ** 2 + rng.normal(0.0, sigma, clean.shape) ** 2)
@@ -275,12 +330,15 @@ def acdc_phantom(pid: int, seed: int = 0) -> dict:
     return out
 
 
-def write_acdc_patient(folder: str | Path, pid: int, seed: int = 0) -> Path:
-    """Write ``folder/patientNNN/`` (Info.cfg, ED/ES frames and their ``_gt`` labels); returns that folder."""
+def write_acdc_patient(folder: str | Path, pid: int, seed: int = 0, realism: float = 1.0) -> Path:
+    """Write ``folder/patientNNN/`` (Info.cfg, ED/ES frames and their ``_gt`` labels); returns that folder.
+
+    ``realism``: see :func:`acdc_phantom` (default 1.0 for newly written data; 0.0 gives the plain
+    phantoms the shipped models were trained on)."""
     name = f"patient{pid:03d}"
     d = Path(folder) / name
     d.mkdir(parents=True, exist_ok=True)
-    ph = acdc_phantom(pid, seed)
+    ph = acdc_phantom(pid, seed, realism=realism)
     info = ph["info"]
     lines = [f"ED: {info['ED']}", f"ES: {info['ES']}", f"Group: {info['Group']}", f"Height: {info['Height']:.1f}",
              f"NbFrame: {info['NbFrame']}", f"Weight: {info['Weight']:.1f}"]
@@ -292,14 +350,16 @@ def write_acdc_patient(folder: str | Path, pid: int, seed: int = 0) -> Path:
     return d
 
 
-def write_synthetic_acdc(out: str | Path, n: int = 24, seed: int = 0, n_test: int = 6) -> Path:
-    """Write ``out/training/patient001..n`` and ``out/testing/patient101..100+n_test``; returns ``out``."""
+def write_synthetic_acdc(out: str | Path, n: int = 24, seed: int = 0, n_test: int = 6, realism: float = 1.0) -> Path:
+    """Write ``out/training/patient001..n`` and ``out/testing/patient101..100+n_test``; returns ``out``.
+
+    ``realism`` (0–1, default 1.0): appearance detail of :func:`acdc_phantom`; 0.0 writes the plain phantoms."""
     if n < 0 or n_test < 0 or n > 100 or n_test > 50:
         raise ValueError(f"expected 0 <= n <= 100 and 0 <= n_test <= 50 (the ACDC numbering), got n={n}, n_test={n_test}")
     root = Path(out)
     for pid in range(1, n + 1):
-        write_acdc_patient(root / "training", pid, seed)
+        write_acdc_patient(root / "training", pid, seed, realism=realism)
     for pid in range(101, 101 + n_test):
-        write_acdc_patient(root / "testing", pid, seed)
+        write_acdc_patient(root / "testing", pid, seed, realism=realism)
     root.mkdir(parents=True, exist_ok=True)
     return root

@@ -31,7 +31,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from samir.data.abdomen import ABDOMEN_ALLOWED_LABELS
+from samir.data.abdomen import ABDOMEN_ALLOWED_LABELS, ABDOMEN_HU_RANGE
 from samir.data.acdc import ACDC_ALLOWED_LABELS
 from samir.data.checks import CheckFilesd, CheckPaird, check_exists, unwrap_transform_error
 
@@ -48,7 +48,6 @@ __all__ = [
 
 IMAGE_KEYS: tuple[str, str] = ("fixed", "moving")
 LABEL_KEYS: tuple[str, str] = ("fixed_label", "moving_label")
-ABDOMEN_HU_RANGE: tuple[float, float] = (-500.0, 800.0)
 ABDOMEN_HALF_SIZE: tuple[int, int, int] = (96, 80, 128)
 
 

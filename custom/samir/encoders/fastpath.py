@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import SamEncoder
 from .cache import default_cache_root
-from .registry import SamEncoder
 
 __all__ = [
     "FastEncoder",

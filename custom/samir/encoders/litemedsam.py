@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import SamEncoder, cached_network, file_sha256, load_encoder_state, load_into
+from .base import SamEncoder, cached_network, file_sha256, load_encoder_state, load_into
 
 __all__ = ["LiteMedSAMEncoder", "build_litemedsam", "default_checkpoint", "make_tinyvit", "tinyvit_forward"]
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import (
+from .base import (
     SamEncoder,
     cached_network,
     describe_state_dict,
@@ -34,6 +34,7 @@ from .registry import (
     load_encoder_state,
     load_into,
     vit_shape,
+    where_to_get,
 )
 
 __all__ = ["SamViTEncoder", "VIT_CONFIGS", "build_sam_vit", "make_vit", "resize_pos_embed"]
@@ -109,8 +110,6 @@ class SamViTEncoder(SamEncoder):
 
 def check_vit_state(state: dict, name: str, path: Path | str) -> None:
     """ValueError naming the file if ``state`` is not the ViT that encoder ``name`` expects."""
-    from .registry import _where_to_get
-
     embed, depth, _, _, kind = VIT_CONFIGS[name]
     found = vit_shape(state)
     if found != (embed, depth):
@@ -118,9 +117,9 @@ def check_vit_state(state: dict, name: str, path: Path | str) -> None:
             f"checkpoint {path} holds {describe_state_dict(state)}, but encoder {name!r} expects "
             f"{kind} (embed dim {embed}, {depth} blocks). "
             + (
-                f"Use the encoder name for what the file holds, or give the right file. {_where_to_get(name)}"
+                f"Use the encoder name for what the file holds, or give the right file. {where_to_get(name)}"
                 if found
-                else _where_to_get(name)
+                else where_to_get(name)
             )
         )
 

@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import SamEncoder
 from .cache import EmbeddingCache, make_key
-from .registry import SamEncoder, build_encoder
+from .registry import build_encoder
 
 __all__ = ["SliceEncoder", "feature_grid", "normalise_slices"]
 
@@ -107,6 +108,9 @@ class SliceEncoder(nn.Module):
         the decision stored for this machine by ``samir bench``, else the exact BN-folded path),
         ``"eager"``/None (the plain module), ``"measure"`` (measure now and store), or a dict of
         flags (``fuse_bn``, ``channels_last``, ``compile``, ``bf16``).
+    slice_stride : encode every ``slice_stride``-th slice (and the last) and interpolate the
+        embeddings linearly between them: ``slice_stride``× fewer encoder calls for consumers
+        whose feature grid is coarser than the slices (the fast optimisation core). 1 = every slice.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class SliceEncoder(nn.Module):
         cache: EmbeddingCache | str | bool | None = None,
         skip_blank: bool = True,
         fast_path: str | dict | None = "auto",
+        slice_stride: int = 1,
     ):
         super().__init__()
         if isinstance(encoder, str):
@@ -126,6 +131,8 @@ class SliceEncoder(nn.Module):
             raise TypeError(f"encoder: expected a SamEncoder or a registry name, got {type(encoder).__name__}")
         if axis not in (-3, -2, -1, 0, 1, 2):
             raise ValueError(f"axis={axis}: the slice axis is a spatial axis of (H, W, D): 0, 1, 2 or -3, -2, -1")
+        if int(slice_stride) < 1:
+            raise ValueError(f"slice_stride={slice_stride}: must be >= 1")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         if clip_percentiles is not None:
@@ -139,6 +146,7 @@ class SliceEncoder(nn.Module):
         self.clip_percentiles = clip_percentiles
         self.cache = EmbeddingCache.resolve(cache)
         self.skip_blank = bool(skip_blank)
+        self.slice_stride = int(slice_stride)
         self._blank: dict[tuple, torch.Tensor] = {}
         self.slices_encoded = 0  # counters, for benchmarks and tests
         self.slices_skipped = 0
@@ -161,7 +169,7 @@ class SliceEncoder(nn.Module):
         e = self.encoder
         return (
             f"encoder={e.name!r}, image_size={e.image_size}, axis={self.axis}, batch_size={self.batch_size}, "
-            f"clip_percentiles={self.clip_percentiles}, cache={self.cache!r}"
+            f"clip_percentiles={self.clip_percentiles}, slice_stride={self.slice_stride}, cache={self.cache!r}"
         )
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, int, int]:
@@ -182,6 +190,7 @@ class SliceEncoder(nn.Module):
             "clip_percentiles": list(self.clip_percentiles) if self.clip_percentiles else None,
             "resize": "bilinear-antialias|longest-side|whole-cells|pad-bottom-right",
             "skip_blank": self.skip_blank,
+            **({"slice_stride": self.slice_stride} if self.slice_stride > 1 else {}),
             "cache": self.cache.signature(),
         }
 
@@ -259,7 +268,20 @@ class SliceEncoder(nn.Module):
         if volume.ndim != 3:
             raise ValueError(f"volume: expected (H, W, D), got {tuple(volume.shape)}")
         slices = volume.movedim(self.axis, 0)  # (N, P, Q)
-        feats = self.encode_slices(slices)  # (N, C, p, q)
+        n = slices.shape[0]
+        if self.slice_stride > 1 and n > 2:
+            # encode slices 0, s, 2s, ... and the last; linear interpolation in between
+            kept = list(range(0, n, self.slice_stride))
+            if kept[-1] != n - 1:
+                kept.append(n - 1)
+            sub = self.encode_slices(slices[kept])  # (k, C, p, q)
+            at = torch.tensor(kept, dtype=torch.float32, device=sub.device)
+            pos = torch.arange(n, dtype=torch.float32, device=sub.device)
+            j = (torch.searchsorted(at, pos, right=True) - 1).clamp(0, len(kept) - 2)
+            w = ((pos - at[j]) / (at[j + 1] - at[j])).view(-1, 1, 1, 1)
+            feats = sub[j] * (1.0 - w) + sub[j + 1] * w
+        else:
+            feats = self.encode_slices(slices)  # (N, C, p, q)
         return feats.transpose(0, 1).movedim(1, self.axis + 1).contiguous()
 
     @torch.no_grad()

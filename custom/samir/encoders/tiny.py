@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import SamEncoder
+from .base import SamEncoder
 
 __all__ = ["TinyEncoder", "build_tiny"]
 

@@ -271,24 +271,19 @@ def build_samir(
 ) -> SAMIR:
     """Build the network by encoder name (``None``/"none" gives the no-SAM baseline); kwargs go to ``SAMIR``.
 
-    ``cache_dir``: None = the default embedding cache ($XDG_CACHE_HOME/samir or ~/.cache/samir),
-    False/"none" = no cache, else a folder.
+    ``cache_dir``: the embedding-cache option (:func:`samir.encoders.cache.parse_cache_option`):
+    None = the default folder ($XDG_CACHE_HOME/samir or ~/.cache/samir), False/"none" = no cache, else a folder.
     """
     if encoder is None or str(encoder).lower() == "none":
         return SAMIR(sam_encoder=None, **kwargs)
     from samir.encoders import SliceEncoder, build_encoder
+    from samir.encoders.cache import parse_cache_option
 
-    if cache_dir is None:
-        cache = True  # the default place: $XDG_CACHE_HOME/samir or ~/.cache/samir
-    elif cache_dir is False or str(cache_dir).lower() in ("false", "none", "off", ""):
-        cache = None
-    else:
-        cache = cache_dir
     slice_encoder = SliceEncoder(
         build_encoder(encoder, checkpoint=checkpoint, image_size=encoder_image_size),
         axis=slice_axis,
         batch_size=encoder_batch_size,
-        cache=cache,
+        cache=parse_cache_option(cache_dir),
     )
     return SAMIR(sam_encoder=slice_encoder, sam_channels=slice_encoder.out_channels, **kwargs)
 

@@ -31,6 +31,7 @@ Method (coarse to fine, ``levels`` levels, each axis halved per level while it s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -39,9 +40,11 @@ from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 
 from samir.losses.hfc import HierarchicalFeatureConsistencyLoss
 from samir.metrics import folding_fraction
-from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
+from samir.spatial import compose, resize_ddf, shrink_factor, velocity_to_ddf, warp
 
 __all__ = ["optimize_pair", "pca_project", "pyramid_sizes", "coarse_search", "DEFAULT_ITERATIONS"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ITERATIONS = (80, 50, 30)  # per level, coarse → fine (CPU: seconds for a 128×128×16 pair)
 
@@ -50,13 +53,7 @@ def pyramid_sizes(size: Sequence[int], levels: int, min_size: int = 16) -> list[
     """Level grids, coarse → fine: each axis halved per level while it stays >= ``min_size`` (or never, if smaller)."""
     out = []
     for level in reversed(range(levels)):
-        shape = []
-        for s in size:
-            f = 2**level
-            while f > 1 and s / f < min_size:
-                f //= 2
-            shape.append(max(1, int(round(s / f))))
-        out.append(tuple(shape))
+        out.append(tuple(max(1, int(round(s / shrink_factor(s, 2**level, min_size)))) for s in size))
     return out
 
 
@@ -171,16 +168,11 @@ class _Objective:
 
 
 def _param_size(level_size, grid_spacing: int, min_size: int = 8):
-    out = []
-    for s in level_size:
-        g = int(grid_spacing)
-        while g > 1 and s / g < min_size:
-            g //= 2
-        out.append(max(2, int(round(s / g))))
-    return tuple(out)
+    return tuple(max(2, int(round(s / shrink_factor(s, grid_spacing, min_size)))) for s in level_size)
 
 
-def _gauss_smooth(v: torch.Tensor, passes: int) -> torch.Tensor:
+def _box_smooth(v: torch.Tensor, passes: int) -> torch.Tensor:
+    """``passes`` 3×3×3 box filters in a row (each pass brings the kernel closer to a Gaussian)."""
     for _ in range(passes):
         v = _box(v)
     return v
@@ -301,7 +293,7 @@ def optimize_pair(
                     before = float(obj.hfc.level_term(ef_l, em_l, base_h))
                     after = float(obj.hfc.level_term(ef_l, em_l, compose(base_h, d)))
                     if verbose:
-                        print(f"optimize: discrete search radius {radius}: feature cost {before:.4f} -> {after:.4f}")
+                        logger.info(f"discrete search radius {radius}: feature cost {before:.4f} -> {after:.4f}")
                     if after < before:
                         v = resize_ddf(d, psize)
         else:
@@ -318,18 +310,18 @@ def optimize_pair(
                 loss.backward()
                 opt.step()
         if verbose:
-            print(f"optimize: level {li} {lsize} ({psize} control grid), {n_iter} steps, loss {float(loss.detach()):.4f}")
+            logger.info(f"level {li} {lsize} ({psize} control grid), {n_iter} steps, loss {float(loss.detach()):.4f}")
 
     with torch.no_grad():
         final_value = float(obj.data_term(m_l, f_l, em_l, ef_l, field(v.detach())))
         if start_value is not None and final_value > start_value:
             if verbose:
-                print(f"optimize: objective {start_value:.4f} -> {final_value:.4f} is worse: keeping the start")
+                logger.info(f"objective {start_value:.4f} -> {final_value:.4f} is worse: keeping the start")
             return init.to(out_device)
         # folding guard on the refinement (the start's own folding is not ours to fix)
         checkable = min(size) >= 5
         for passes in (0, 1, 2, 4, 8):
-            vv = _gauss_smooth(v.detach(), passes)
+            vv = _box_smooth(v.detach(), passes)
             res = resize_ddf(velocity_to_ddf(vv) if diffeomorphic else vv, size)
             if not checkable or folding_fraction(res) <= max_folding:
                 break
@@ -339,6 +331,6 @@ def optimize_pair(
         if checkable and folding_fraction(ddf) > max(max_folding, folding_fraction(init)):
             ddf = init
     if verbose:
-        print(f"optimize: objective {start_value:.4f} -> {final_value:.4f}")
+        logger.info(f"objective {start_value:.4f} -> {final_value:.4f}")
     return ddf.to(out_device)
 

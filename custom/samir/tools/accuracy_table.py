@@ -10,13 +10,19 @@ Methods:
 
 * ``identity``: zero field;
 * ``demons``: SimpleITK multi-resolution fast symmetric forces demons (:mod:`samir.classical`);
+* ``ants``: ANTs affine + SyN (``antspyx``, the ``peers`` extra; :func:`samir.classical.ants_syn_register`);
+* ``elastix``: elastix affine + B-spline (``itk-elastix``, the ``peers`` extra;
+  :func:`samir.classical.elastix_bspline_register`);
 * ``baseline``: the no-SAM network (``bundle/models/model_baseline.pt``);
 * ``samir``: the SAMIR network (``bundle/models/model.pt`` + ``model.json``);
 * ``samir+opt``: the SAMIR network's output refined by :func:`samir.optimize.optimize_pair`;
   without SAMIR weights it runs from identity (no network) and the row says so;
 * ``opt``: :func:`samir.optimize.optimize_pair` from identity on the frozen ``encoder``.
 
-Rows whose weights do not exist are skipped with a printed note. Seconds per pair include
+Rows whose weights (or, for ``ants``/``elastix``, whose wheels) do not exist are skipped with a
+printed note. The peers get the fixed image's voxel spacing (mm) and ``peer_metric`` ("auto": a
+same-contrast metric, CC/NCC, when :func:`samir.classical.same_contrast` says so, else mutual
+information); their one-off library import is done before the clock starts. Seconds per pair include
 encoding with the frozen SAM encoder where the embedding cache is cold (each volume is encoded
 once; ACDC's ED→ES and ES→ED pairs share their volumes).
 
@@ -38,6 +44,8 @@ __all__ = ["run_benchmark", "METHOD_NAMES"]
 METHOD_NAMES = {
     "identity": "identity",
     "demons": "SimpleITK demons (classical peer)",
+    "ants": "ANTs SyN (classical peer)",
+    "elastix": "elastix B-spline (classical peer)",
     "baseline": "no-SAM baseline network",
     "samir": "SAMIR network",
     "samir+opt": "SAMIR + optimisation",
@@ -54,9 +62,9 @@ def _mean(values) -> float:
 
 
 def _network(path, what):
-    from samir.register import network_from_weights
+    from samir.model_files import load_model
 
-    return network_from_weights(path, what=what).eval()
+    return load_model(path, what=what).eval()
 
 
 def _net_fn(net):
@@ -65,6 +73,45 @@ def _net_fn(net):
             return net(torch.cat([moving, fixed], dim=1))
 
     return fn
+
+
+def _peer_fn(method: str, metric: str, kwargs: dict):
+    """register_fn of the ``ants`` / ``elastix`` row, its library loaded (outside the timed calls)."""
+    from samir.classical import ants_syn_register, elastix_bspline_register
+    from samir.training import spacing_of
+
+    if method == "ants":
+        import ants  # noqa: F401
+
+        register = ants_syn_register
+    else:
+        import itk
+
+        itk.ParameterObject.New()  # itk loads its modules lazily: elastix's on first use (tens of seconds)
+        _ = itk.elastix_registration_method, itk.transformix_deformation_field
+        register = elastix_bspline_register
+
+    # one vocabulary for both rows: cc/ncc (same contrast), mi/mattes (mutual information), auto
+    metric = str(metric).lower()
+    metric = ({"ncc": "cc", "mattes": "mi"} if method == "ants" else {"cc": "ncc", "mi": "mattes"}).get(metric, metric)
+
+    def fn(moving, fixed):
+        return register(moving, fixed, spacing=spacing_of(fixed), metric=metric, **kwargs)
+
+    return fn
+
+
+def _labels_of_pairs(pairs) -> dict[int, str]:
+    """Label values (> 0) of the first pair's label maps, for data sets that declare none (``pairs``)."""
+    import nibabel as nib
+    import numpy as np
+
+    values: set[int] = set()
+    for key in ("fixed_label", "moving_label"):
+        if pairs and pairs[0].get(key):
+            values |= {int(v) for v in np.unique(np.asarray(nib.load(pairs[0][key]).dataobj)) if v > 0}
+    # no labels: Dice/HD95 are not computed (the step scores the field only); any one value will do
+    return {v: str(v) for v in sorted(values)} or {1: "1"}
 
 
 def run_benchmark(
@@ -81,16 +128,22 @@ def run_benchmark(
     cache_dir=True,
     hd95: bool = True,
     transform_kwargs: dict | None = None,
+    peer_metric: str = "auto",
+    peer_kwargs: dict | None = None,
 ) -> list[dict]:
     """Score ``methods`` on the first ``n_pairs`` of ``dataset``'s ``split`` and print the table.
 
     ``root`` None: the synthetic stand-in (``samir.data.registry.resolve_data_root``). ``weights`` /
     ``baseline_weights`` default to ``bundle/models/model.pt`` / ``model_baseline.pt``. ``encoder``
     is the frozen encoder of the optimisation from identity; ``cache_dir`` its embedding cache
-    (True: default place, None/False: off). Returns one summary dict per method (also ``out_csv``).
+    (:func:`samir.encoders.cache.parse_cache_option`: True/None: default place, False/"off": off).
+    Returns one summary dict per method (also ``out_csv``). ``peer_metric`` / ``peer_kwargs`` go to the
+    ``ants`` and ``elastix`` rows (e.g. ``peer_kwargs={"elastix": {"iterations": 1000}}``). For the
+    ``pairs`` data set (a datalist json as ``root``) the labels scored are the values found in the first
+    pair's label files.
     """
     from samir.bundle import bundle_dir
-    from samir.classical import demons_register
+    from samir.classical import PEER_PACKAGES, demons_register, peer_available
     from samir.data.registry import dataset_pairs, dataset_transforms, get_dataset, resolve_data_root
     from samir.evaluation import evaluate_pairs, format_table, identity_register
     from samir.optimize import optimize_pair
@@ -103,6 +156,7 @@ def run_benchmark(
     pairs = dataset_pairs(dataset, data_root, split)
     if n_pairs:
         pairs = pairs[: int(n_pairs)]
+    labels = spec.labels or _labels_of_pairs(pairs)
     transform = dataset_transforms(dataset, **(transform_kwargs or {}))
     models = Path(bundle_dir()) / "models"
     weights = Path(weights) if weights else models / "model.pt"
@@ -114,8 +168,9 @@ def run_benchmark(
         nonlocal slice_encoder
         if slice_encoder is None:
             from samir.encoders import SliceEncoder, build_encoder
+            from samir.encoders.cache import parse_cache_option
 
-            slice_encoder = SliceEncoder(build_encoder(encoder), cache=cache_dir or None)
+            slice_encoder = SliceEncoder(build_encoder(encoder), cache=parse_cache_option(cache_dir))
         return slice_encoder
 
     samir_net = None
@@ -128,6 +183,12 @@ def run_benchmark(
         elif method == "demons":
             def fn(moving, fixed):
                 return demons_register(moving, fixed)
+        elif method in ("ants", "elastix"):
+            if not peer_available(method):
+                print(f"note: skipping '{label}': the {PEER_PACKAGES[method][1]} wheel is not installed "
+                      "(pip install 'samir[peers]')")
+                continue
+            fn = _peer_fn(method, peer_metric, (peer_kwargs or {}).get(method, {}))
         elif method == "baseline":
             if not baseline_weights.is_file():
                 print(f"note: skipping '{label}': no weights at {baseline_weights}")
@@ -162,7 +223,7 @@ def run_benchmark(
                 return optimize_pair(moving, fixed, sam_encoder=sam_encoder(), iterations=iterations)
 
         t0 = time.perf_counter()
-        rows = evaluate_pairs(pairs, transform, spec.labels, register_fn=fn, hd95=hd95)
+        rows = evaluate_pairs(pairs, transform, labels, register_fn=fn, hd95=hd95)
         summary = {"method": label, "key": method, "pairs": len(rows),
                    **{c: _mean(r.get(c) for r in rows) for c in COLUMNS}}
         summaries.append(summary)

@@ -16,31 +16,12 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["run_demo", "bundle_workflow"]
-
-
-def bundle_workflow(configs: list[str], run_id: str, **overrides):
-    """A ``monai.bundle.ConfigWorkflow`` over ``bundle/configs/<configs>`` with ``overrides``, initialised."""
-    from monai.bundle import ConfigWorkflow
-
-    from samir.bundle import bundle_dir
-
-    root = Path(bundle_dir())
-    files = [str(root / "configs" / c) for c in configs]
-    wf = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=str(root / "configs" / "logging.conf"),
-        run_id=run_id,
-        workflow_type="train" if run_id == "training" else "infer",
-        **overrides,
-    )
-    wf.initialize()
-    return wf
+__all__ = ["run_demo"]
 
 
 def _evaluate(model_file: str | None, out: Path, name: str, common: dict) -> dict:
     """Run evaluate.json on the test pairs; ``model_file=None`` scores the identity."""
+    from samir.bundle import bundle_workflow
     from samir.evaluation import identity_register
 
     overrides = dict(common, output_dir=str(out / name), eval_split="test")
@@ -59,10 +40,11 @@ def _evaluate(model_file: str | None, out: Path, name: str, common: dict) -> dic
 def run_demo(epochs: int = 1, train_pairs: int = 8, output_dir: str = "runs/demo", encoder: str | None = None,
              data_root: str | None = None) -> dict:
     """Run the main job and print the table; returns {row name: summary}."""
-    from samir.bundle import bundle_dir
+    from samir.bundle import bundle_dir, bundle_workflow
     from samir.data.acdc import ACDC_LABELS
     from samir.data.registry import resolve_data_root
     from samir.evaluation import format_table
+    from samir.model_files import network_arguments_of
 
     start = time.perf_counter()
     out = Path(output_dir)
@@ -70,8 +52,8 @@ def run_demo(epochs: int = 1, train_pairs: int = 8, output_dir: str = "runs/demo
     root = resolve_data_root("acdc", data_root)
     print(f"[demo] data: {root} (synthetic ACDC, official layout)" if data_root is None else f"[demo] data: {root}")
     shipped = Path(bundle_dir()) / "models" / "model.pt"
-    network_args = json.loads(shipped.with_suffix(".json").read_text()).get("network", {}) if shipped.with_suffix(".json").is_file() else {}
-    common = {"dataset": "acdc", "data_root": str(root), **{k: v for k, v in network_args.items() if k != "checkpoint"}}
+    network_args = network_arguments_of(shipped)
+    common = {"dataset": "acdc", "dataset_dir": str(root), **{k: v for k, v in network_args.items() if k != "checkpoint"}}
     if encoder:
         common["encoder"] = encoder
 

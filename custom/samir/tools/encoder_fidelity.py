@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from samir.encoders.registry import SamEncoder
+from samir.encoders.base import SamEncoder
 from samir.encoders.slice_encoder import SliceEncoder
 
 __all__ = ["embedding_cosine", "phantom_slices", "random_vit_encoder", "resolution_fidelity"]

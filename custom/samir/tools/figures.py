@@ -72,20 +72,21 @@ def figure_for_dataset(dataset: str = "acdc", out_png: str | Path = "bundle/docs
                        weights: str | None = None, root: str | None = None, split: str = "test",
                        index: int = 0, synthetic_options: dict | None = None, half_resolution: bool = True) -> Path:
     """Register pair ``index`` of ``dataset``'s ``split`` with the shipped (or given) weights and draw it."""
-    from samir.bundle import bundle_dir, preprocessing
+    from samir.bundle import preprocessing
     from samir.data.registry import dataset_pairs, resolve_data_root
     from samir.data.transforms import load_pair
-    from samir.register import PRESETS, network_from_weights
+    from samir.model_files import load_model
+    from samir.presets import preset_weights
     from samir.spatial import warp_image
 
     if weights is None:
         preset = "abdomen" if dataset == "abdomen" else "cardiac"
-        weights = str(Path(bundle_dir()) / "models" / PRESETS[preset].weights)
+        weights = str(preset_weights(preset))
     data_root = resolve_data_root(dataset, root, **(synthetic_options or {}))
     item = dataset_pairs(dataset, data_root, split)[index]
     pair = load_pair(preprocessing(dataset, half_resolution=half_resolution), item)
     moving, fixed = pair["moving"][None].float(), pair["fixed"][None].float()
-    net = network_from_weights(weights).eval()
+    net = load_model(weights).eval()
     with torch.no_grad():
         ddf = net(torch.cat([moving, fixed], 1))
     warped = warp_image(moving, ddf)

@@ -277,12 +277,12 @@ def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
 
     from samir.bundle import bundle_dir
     from samir.encoders import EmbeddingCache
-    from samir.register import network_from_weights
+    from samir.model_files import load_model
 
     weights = weights or str(Path(bundle_dir()) / "models" / "model.pt")
     if not Path(weights).is_file():
         return {}
-    net = network_from_weights(weights, cache_dir=tempfile.mkdtemp(prefix="samir-bench-cache-")).eval()
+    net = load_model(weights, cache_dir=tempfile.mkdtemp(prefix="samir-bench-cache-")).eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 2, 128, 128, 16, generator=gen)
     with torch.no_grad():

@@ -2,19 +2,19 @@
 
 Keys (all optional):
 
-* ``preset``: cardiac (default) | abdomen | generic | auto: preprocessing and default weights (``samir.register``);
+* ``preset``: cardiac (default) | abdomen | generic | auto: preprocessing and default weights (``samir.presets``);
 * ``weights``: a SAMIR ``model.pt`` (its sidecar ``model.json`` holds the network's arguments); default:
   the app's fine-tuned ``model/samir_finetuned.pt`` when the train task has written one, else the preset's
   weights in ``bundle/models``;
 * ``encoder`` / ``checkpoint``: override the SAM encoder name and its weights file;
 * ``device``: cpu | cuda | cuda:1 ... (default: cuda when available);
-* ``cache_dir``: embedding cache folder, or ``false`` for none (default: samir's default cache);
+* ``cache_dir``: embedding cache folder, or ``false`` for none (default: samir's default cache;
+  ``samir.encoders.cache.parse_cache_option``);
 * ``optimize``: true to refine every registration by instance optimisation (``samir.optimize``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,24 +41,21 @@ class RegistrationConfig:
 
     @classmethod
     def from_conf(cls, app_dir: str, studies: str, conf: dict[str, str]) -> RegistrationConfig:
-        from samir.register import PRESETS
+        from samir.encoders.cache import parse_cache_option
+        from samir.presets import check_preset
 
         conf = dict(conf or {})
-        preset = conf.get("preset", "cardiac")
-        if preset != "auto" and preset not in PRESETS:
-            raise ValueError(f"--conf preset: expected one of {['auto', *PRESETS]}, got {preset!r}")
+        preset = check_preset(conf.get("preset", "cardiac"), option="--conf preset")
         weights = conf.get("weights") or None
         if weights is not None and not Path(weights).expanduser().is_file():
             raise FileNotFoundError(f"--conf weights: {weights} is not a file (a SAMIR model.pt with its model.json)")
-        cache = conf.get("cache_dir")
-        if cache is not None and cache.lower() in ("false", "none", "off", ""):
-            cache = False
+        cache = parse_cache_option(conf["cache_dir"]) if "cache_dir" in conf else None
         return cls(
             app_dir=Path(app_dir).resolve(), studies=Path(studies).resolve(), preset=preset,
             weights=str(Path(weights).expanduser().resolve()) if weights else None,
             encoder=conf.get("encoder") or None, checkpoint=conf.get("checkpoint") or None,
             device=conf.get("device") or None, cache_dir=cache,
-            optimize=str(conf.get("optimize", "false")).lower() in _TRUE,
+            optimize=str(conf.get("optimize", "true")).lower() in _TRUE,
         )
 
     @property
@@ -86,11 +83,9 @@ class RegistrationConfig:
 
     def default_weights_path(self) -> Path:
         """Where the preset's weights are expected when no other file is configured."""
-        from samir.bundle import bundle_dir
-        from samir.register import PRESETS
+        from samir.presets import preset_weights
 
-        name = PRESETS["cardiac" if self.preset == "auto" else self.preset].weights
-        return Path(bundle_dir()) / "models" / name
+        return preset_weights(self.preset)
 
     def registrar_kwargs(self) -> dict:
         return dict(preset=self.preset, encoder=self.encoder, checkpoint=self.checkpoint,
@@ -98,10 +93,10 @@ class RegistrationConfig:
                     optimize=self.optimize)
 
     def network_arguments(self) -> dict:
-        """The network's arguments (sidecar json) of the active weights, for the fine-tuned copy."""
-        source = Path(self.active_weights() or self.default_weights_path())
-        sidecar = source.with_suffix(".json")
-        return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        """The network's arguments (sidecar ``"network"``) of the active weights, for the fine-tuned copy."""
+        from samir.model_files import network_arguments_of
+
+        return network_arguments_of(self.active_weights() or self.default_weights_path())
 
     def describe(self) -> str:
         w = self.active_weights() or f"{self.default_weights_path()} (preset default)"

@@ -1,10 +1,10 @@
 """Fine-tune the registration network on the datastore's images (unsupervised; Dice where both have labels).
 
-Thin over samir's training code: pairs of datastore images go through ``samir.data.transforms.
-generic_transforms`` (load, check, scale to [0, 1], resize to one grid), MONAI's ``SupervisedTrainer``
-runs ``samir.training.RegistrationTrainStep`` with ``samir.losses.RegistrationLoss``. The result is
-written to the app's ``model/samir_finetuned.pt`` (+ sidecar json); the infer task switches to it on
-its next request.
+One training path: the task writes the datastore's pairs as a datalist json and runs the bundle's own
+``train.json`` (``samir.bundle.bundle_workflow``, as ``samir train`` and the demo do) with overrides:
+``dataset pairs``, the model grid, the source weights' network arguments and ``init_weights``, no
+validation. The trained network is written to the app's ``model/samir_finetuned.pt`` with its sidecar
+(``samir.model_files.save_model``); the infer task switches to it on its next request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 import tempfile
 import time
@@ -83,18 +82,14 @@ class RegistrationFineTune(TrainTask):
 
     def __call__(self, request: dict, datastore: Datastore) -> dict:
         import numpy as np
-        from monai.data import DataLoader, Dataset
-        from monai.engines import SupervisedTrainer
+        from samir.bundle import bundle_workflow
         from samir.data.checks import load_array
-        from samir.data.transforms import generic_transforms, load_pair
-        from samir.losses import RegistrationLoss
-        from samir.register import network_from_weights
-        from samir.training import RegistrationTrainStep
+        from samir.model_files import save_model
 
         opts = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
         max_epochs, max_pairs = int(opts["max_epochs"]), int(opts["max_pairs"])
         size, lr, dice_weight = _parse_size(opts["spatial_size"]), float(opts["learning_rate"]), float(opts["dice_weight"])
-        device = torch.device(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         source = Path(self.cfg.active_weights() or self.cfg.default_weights_path())
         network_arguments = self.cfg.network_arguments()  # before the fine-tuned file (maybe the source) is replaced
         start = time.time()
@@ -105,30 +100,33 @@ class RegistrationFineTune(TrainTask):
             num_classes = None
             if labelled and dice_weight > 0:
                 num_classes = 1 + max(int(load_array(it[k], k).max()) for it in labelled for k in ("fixed_label", "moving_label"))
-            chains = {True: generic_transforms(spatial_size=size, with_labels=True),
-                      False: generic_transforms(spatial_size=size, with_labels=False)}
-            dataset = Dataset(items, transform=lambda it: load_pair(chains[num_classes is not None and "moving_label" in it], it))
-            loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=0)
+            datalist = Path(tmp) / "datalist.json"
+            datalist.write_text(json.dumps({"train": items, "val": (labelled or items)[:1]}))
+            overrides = {
+                "dataset": "pairs", "dataset_dir": str(datalist), "spatial_size": list(size),
+                "output_dir": str(Path(tmp) / "run"), "num_epochs": max_epochs, "learning_rate": lr,
+                "val_interval": max_epochs + 1, "max_val_pairs": 1,  # no validation: the datastore has no held-out set
+                # label ids of the datastore (the validator needs at least one even when it never runs)
+                "labels": {i: str(i) for i in range(1, max(num_classes or 0, 2))},
+                "dice_weight": dice_weight if num_classes else 0.0,
+                "seed": int(opts["seed"]), "device": f"$torch.device('{device}')",
+                # the network the source weights were made with (their sidecar), then loaded with them
+                "network_def": {"_target_": "samir.model_files.build_network", "weights": str(source),
+                                "encoder": self.cfg.encoder, "checkpoint": self.cfg.checkpoint,
+                                "cache_dir": self.cfg.cache_dir},
+                "init_weights": str(source),
+            }
+            logger.info(f"fine-tuning {source} on {len(items)} pairs ({len(labelled)} labelled) for {max_epochs} epochs "
+                        f"through the bundle's train.json")
+            wf = bundle_workflow(["train.json"], "training", configure_logging=False, **overrides)
+            wf.run()
+            network = wf.parser.get_parsed_content("network")
+            output = wf.parser.get_parsed_content("train#trainer").state.output or {}
+            wf.finalize()
 
-            network = network_from_weights(source, encoder=self.cfg.encoder, checkpoint=self.cfg.checkpoint,
-                                           cache_dir=self.cfg.cache_dir).to(device)
-            loss = RegistrationLoss(dice_weight=dice_weight if num_classes else 0.0)
-            optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=lr)
-            trainer = SupervisedTrainer(
-                device=device, max_epochs=max_epochs, train_data_loader=loader, network=network,
-                optimizer=optimizer, loss_function=loss, iteration_update=RegistrationTrainStep(loss, num_classes),
-                amp=False,
-            )
-            logger.info(f"fine-tuning {source} on {len(items)} pairs ({len(labelled)} labelled) for {max_epochs} epochs")
-            trainer.run()
-            output = trainer.state.output or {}
-
-        self.cfg.model_dir.mkdir(parents=True, exist_ok=True)
         target = self.cfg.finetuned
-        tmp_file = target.with_name(f".{target.name}.tmp")
-        torch.save(network.state_dict(), tmp_file)
-        os.replace(tmp_file, target)
-        target.with_suffix(".json").write_text(json.dumps(network_arguments, indent=2))
+        save_model(target, network, network_arguments, source_weights=str(source), pairs=len(items),
+                   epochs=max_epochs)
         stats = {
             "model": str(target), "source_weights": str(source), "pairs": len(items), "labelled_pairs": len(labelled),
             "total_epochs": max_epochs, "epoch": max_epochs, "total_time": round(time.time() - start, 2),

@@ -1,0 +1,455 @@
+"""The fast training-free core: discrete search + a short Adam refinement on SAM and MIND features.
+
+``fast_optimize_pair(moving, fixed, spacing=...)`` returns ``(ddf, info)``: a DDF
+``(1, 3, H, W, D)`` **in voxels of the fixed grid** (conventions: :mod:`samir.spatial`; the
+warped moving image is ``warp(moving, ddf)``) and a dict of what was done and measured.
+
+In the spirit of ConvexAdam (Siebert, Hansen & Heinrich, 2021) and VoxelOpt: never optimise at
+full resolution; every step's work scales with its own grid's voxels.
+
+1. **Grids.** A *working* grid (default at most ``max_work_voxels``) and a coarser *search* grid
+   (at most ``max_search_voxels``) are made by halving, each time, the axes with the finest
+   physical spacing (so a 1.4×1.4×10 mm cardiac stack is shrunk in-plane only).
+2. **Features** on the working grid, each group scaled to unit mean squared norm and weighted:
+   the frozen SAM slice embeddings (per-pair PCA to ``feature_channels``, resampled) and MIND-SSC
+   (:mod:`samir.optimize.mind`: contrast-insensitive local self-similarity).
+3. **Discrete search** on the search grid: a dense cost volume of feature SSD for every integer
+   displacement in a window of about ``capture_mm`` per axis, then *coupled convex* optimisation:
+   alternately smooth the field and re-pick each voxel's displacement with a quadratic coupling to
+   the smooth field of increasing weight.
+4. **Adam** on a displacement (or a stationary velocity, ``diffeomorphic=True``) on the working
+   grid, started from the search result: feature SSD of the warped moving features + MONAI
+   DiffusionLoss, the field smoothed by box filters at every step (B-spline-like regularity).
+5. **Full resolution** is only the trilinear upsampling of the result, composed after
+   ``init_ddf`` when one is given (e.g. the network's output).
+6. **Guards.** The MIND-SSD of the result against the fixed image is compared with that of the
+   start (identity or ``init_ddf``) on the working grid, and the better is kept; if more than
+   ``max_folding`` of the voxels fold (det J ≤ 0), the refinement is smoothed until they do not
+   (or dropped). ``info`` says which happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiffusionLoss
+
+from samir.metrics import folding_fraction
+from samir.optimize.mind import box_filter, mind_ssc
+from samir.optimize.pair import pca_project
+from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
+
+__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "mind_cost"]
+
+logger = logging.getLogger(__name__)
+
+COUPLING = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def reduced_grid(size: Sequence[int], spacing: Sequence[float], max_voxels: int, min_size: int = 4
+                 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Halve the finest-spaced axes (ties together) until the grid has at most ``max_voxels`` voxels.
+
+    Returns ``(size, spacing)`` of the reduced grid; an axis never shrinks below ``min_size``
+    voxels. Spacings are in mm (any unit), edge-aligned: new spacing = old × old size / new size.
+    """
+    size = [int(s) for s in size]
+    sp = [float(s) for s in spacing]
+    cur = list(size)
+    while math.prod(cur) > max_voxels:
+        eff = [sp[i] * size[i] / cur[i] for i in range(3)]
+        shrinkable = [i for i in range(3) if cur[i] // 2 >= min_size]
+        if not shrinkable:
+            break
+        finest = min(eff[i] for i in shrinkable)
+        for i in shrinkable:
+            if eff[i] <= finest * 1.4:
+                cur[i] = max(min_size, int(round(cur[i] / 2)))
+    return tuple(cur), tuple(sp[i] * size[i] / cur[i] for i in range(3))
+
+
+def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resample (B, C, ...) onto ``size`` edge to edge; shrinking is anti-aliased by area averaging."""
+    size = tuple(int(s) for s in size)
+    if tuple(x.shape[2:]) == size:
+        return x
+    if all(t <= s for s, t in zip(x.shape[2:], size)):
+        return F.adaptive_avg_pool3d(x, size)
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def _unit_scale(x: torch.Tensor, *others: torch.Tensor) -> float:
+    """Scale making the mean squared (centred) norm per voxel of ``x`` and ``others`` together equal 1."""
+    allx = torch.cat([t.flatten(2) for t in (x, *others)], dim=2)
+    centred = allx - allx.mean(dim=2, keepdim=True)
+    return float(1.0 / centred.pow(2).sum(1).mean().clamp_min(1e-12).sqrt())
+
+
+def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int], spacing: Sequence[float],
+                  moving_embedding: torch.Tensor | None = None, fixed_embedding: torch.Tensor | None = None,
+                  sam_weight: float = 1.0, mind_weight: float = 1.0, feature_channels: int = 12,
+                  mind_radius: int = 1, intensity_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Moving and fixed features (1, C, *size) on one grid: weighted SAM-PCA and MIND-SSC groups.
+
+    ``moving``/``fixed`` (1, 1, H, W, D) on the same grid; embeddings (1, C_e, h, w, d) spanning
+    the same field of view (any grid). Each group is scaled to unit mean squared norm per voxel,
+    then by √weight, so a group's share of the SSD is its weight. Returns (moving, fixed, groups).
+    """
+    mov_parts, fix_parts, groups = [], [], []
+    if mind_weight > 0:
+        m = _resample(moving, size)
+        f = _resample(fixed, size)
+        # neighbours one voxel apart on every axis, thick slices too: through-plane structure places a slice
+        mm, mf = mind_ssc(m, radius=mind_radius), mind_ssc(f, radius=mind_radius)
+        s = _unit_scale(mm, mf) * math.sqrt(mind_weight)
+        mov_parts.append(mm * s)
+        fix_parts.append(mf * s)
+        groups.append("mind")
+    if intensity_weight > 0:
+        # locally normalised intensities (an SSD on them behaves like LNCC); the moving one's sign
+        # follows the global correlation, so an inverted contrast (T2-like onto T1) still matches
+        m = local_normalise(_resample(moving, size), 2)
+        f = local_normalise(_resample(fixed, size), 2)
+        sign = 1.0 if float((m * f).mean()) >= 0 else -1.0
+        s = _unit_scale(m, f) * math.sqrt(intensity_weight)
+        mov_parts.append(m * (s * sign))
+        fix_parts.append(f * s)
+        groups.append("intensity" if sign > 0 else "intensity(inverted)")
+    if sam_weight > 0 and moving_embedding is not None and fixed_embedding is not None:
+        em, ef = pca_project(moving_embedding.float(), fixed_embedding.float(), feature_channels)
+        em, ef = _resample(em, size), _resample(ef, size)
+        s = _unit_scale(em, ef) * math.sqrt(sam_weight)
+        mov_parts.append(em * s)
+        fix_parts.append(ef * s)
+        groups.append("sam")
+    if not groups:
+        raise ValueError("no features: give sam/mind weights > 0 (and embeddings for SAM)")
+    return torch.cat(mov_parts, 1), torch.cat(fix_parts, 1), groups
+
+
+def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
+    """(x − local mean) / local std over (2r+1)³ boxes, (B, 1, ...) → same; flat regions stay near 0."""
+    mean = box_filter(x, radius)
+    var = (box_filter(x * x, radius) - mean * mean).clamp_min(0)
+    return (x - mean) / (var + eps * float(var.mean()) + 1e-12).sqrt()
+
+
+def _shifts(radius: Sequence[int], device) -> torch.Tensor:
+    axes = [torch.arange(-r, r + 1, device=device, dtype=torch.float32) for r in radius]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)  # (S, 3)
+
+
+def _cost_volume(fm: torch.Tensor, ff: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
+    """SSD (mean over channels) between ``ff(x)`` and ``fm(x + s)`` for every integer shift s: (S, h, w, d)."""
+    r = [int(v) for v in radius]
+    pad = []
+    for v in reversed(r):
+        pad += [v, v]
+    mp = F.pad(fm, pad, mode="replicate")[0]
+    f = ff[0]
+    h, w, d = f.shape[1:]
+    out = []
+    for a in range(-r[0], r[0] + 1):
+        for b in range(-r[1], r[1] + 1):
+            sl = mp[:, r[0] + a: r[0] + a + h, r[1] + b: r[1] + b + w]
+            for c in range(-r[2], r[2] + 1):
+                out.append((sl[..., r[2] + c: r[2] + c + d] - f).pow_(2).mean(0))
+    return torch.stack(out)
+
+
+def _smooth_field(u: torch.Tensor, passes: int = 3, radius: int = 1) -> torch.Tensor:
+    for _ in range(passes):
+        u = box_filter(u, radius)
+    return u
+
+
+def coupled_convex_search(moving_features: torch.Tensor, fixed_features: torch.Tensor, radius: Sequence[int],
+                          coupling: Sequence[float] = COUPLING, patch_radius: int = 1) -> torch.Tensor:
+    """Discrete displacement (1, 3, h, w, d) in grid voxels from a dense feature-SSD cost volume.
+
+    Features (1, C, h, w, d) on the same grid. The cost of every integer shift within ``radius``
+    (per axis) is aggregated over a (2·patch_radius+1)³ box and normalised to mean 1; the
+    per-voxel arg-min is then regularised by coupled convex optimisation: for each weight θ in
+    ``coupling``, ``ū = smooth(u)`` and ``u(x) = argmin_s cost(x, s) + θ·|s − ū(x)|²``. The result
+    is smoothed once more (sub-voxel).
+    """
+    shifts = _shifts(radius, fixed_features.device)  # (S, 3)
+    cost = _cost_volume(moving_features, fixed_features, radius)  # (S, h, w, d)
+    if patch_radius > 0:
+        cost = box_filter(cost[None], patch_radius)[0]
+    cost = cost / cost.mean().clamp_min(1e-12)
+    idx = cost.argmin(0)
+    u = shifts[idx].permute(3, 0, 1, 2)[None]  # (1, 3, h, w, d)
+    sq = shifts.pow(2).sum(1).view(-1, 1, 1, 1)  # |s|²
+    for theta in coupling:
+        ub = _smooth_field(u)
+        # |s − ū|² = |s|² − 2 s·ū + |ū|²; the last term does not change the arg-min
+        dot = torch.einsum("sk,khwd->shwd", shifts, ub[0])
+        idx = (cost + theta * (sq - 2.0 * dot)).argmin(0)
+        u = shifts[idx].permute(3, 0, 1, 2)[None]
+    return _smooth_field(u)
+
+
+def _points_to_grid(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Voxel coordinates (N, 3) of a grid of ``size`` → grid_sample's normalised (1, N, 1, 1, 3) (x = last axis)."""
+    n = torch.tensor([float(s) for s in size], dtype=points.dtype, device=points.device)
+    norm = (2.0 * points + 1.0) / n - 1.0  # align_corners=False: edges of the grid at ±1
+    return norm.flip(-1).view(1, -1, 1, 1, 3)
+
+
+def _sample(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``volume`` (1, C, H, W, D) at voxel coordinates (N, 3) → (C, N); edges replicated."""
+    grid = _points_to_grid(points, volume.shape[2:])
+    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0, 0]
+
+
+def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed_features: torch.Tensor,
+                       iterations: int, n_points: int, lr: float, smooth_weight: float, smooth_passes: int,
+                       diffeomorphic: bool, seed: int = 0) -> torch.Tensor:
+    """Adam on a coarse field ``param`` (1, 3, h, w, d; its own voxels) against fine features (1, C, H, W, D).
+
+    Each step draws ``n_points`` random voxels of the fine grid (a stochastic data term, as elastix
+    samples its metric): the field is interpolated there, the moving features sampled at
+    ``x + u(x)`` and compared (SSD) with the fixed ones. Cost per step ∝ ``n_points``, whatever the
+    image size, while the field stays on the coarse grid. Returns the optimised ``param``.
+    """
+    fine = tuple(int(s) for s in fixed_features.shape[2:])
+    coarse = tuple(int(s) for s in param.shape[2:])
+    scale = torch.tensor([f / c for f, c in zip(fine, coarse)], dtype=param.dtype, device=param.device)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    smooth = DiffusionLoss()
+    with torch.enable_grad():
+        p = param.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(iterations)), eta_min=lr * 0.02)
+        hi = torch.tensor(fine, dtype=torch.float32)
+        for _ in range(int(iterations)):
+            pts = (torch.rand(n_points, 3, generator=g) * hi).floor().to(param.device)
+            opt.zero_grad(set_to_none=True)
+            ps = _smooth_field(p, smooth_passes)
+            u = velocity_to_ddf(ps) if diffeomorphic else ps
+            # the coarse field at the fine points (same physical point: edge-aligned grids), in fine voxels
+            disp = _sample(u, (pts + 0.5) * (torch.tensor(coarse, device=pts.device) / hi.to(pts.device)) - 0.5)
+            disp = disp.T * scale  # (N, 3)
+            warped = _sample(moving_features, pts + disp)  # (C, N)
+            target = fixed_features[0][:, pts[:, 0].long(), pts[:, 1].long(), pts[:, 2].long()]
+            loss = (warped - target).pow(2).sum(0).mean() + smooth_weight * smooth(ps)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return p.detach()
+
+
+def mind_cost(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int], spacing: Sequence[float]) -> float:
+    """Mean squared difference of MIND-SSC descriptors of two images (1, 1, ...) on the grid ``size``: lower is better."""
+    m = mind_ssc(_resample(moving.float(), size))
+    f = mind_ssc(_resample(fixed.float(), size))
+    return float((m - f).pow(2).mean())
+
+
+def _as_plain(x: torch.Tensor, dev) -> torch.Tensor:
+    x = torch.as_tensor(x).detach().float().to(dev)
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def fast_optimize_pair(
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    init_ddf: torch.Tensor | None = None,
+    moving_embedding: torch.Tensor | None = None,
+    fixed_embedding: torch.Tensor | None = None,
+    sam_weight: float = 1.0,
+    mind_weight: float = 1.0,
+    intensity_weight: float = 0.0,
+    feature_channels: int = 12,
+    max_work_voxels: int = 160_000,
+    max_search_voxels: int = 40_000,
+    capture_mm: float = 20.0,
+    max_radius: int = 4,
+    coupling_scale: float = 1.0,
+    discrete_search: bool = True,
+    iterations: int = 60,
+    lr: float = 1.0,
+    smooth_weight: float = 1.0,
+    smooth_passes: int = 2,
+    diffeomorphic: bool = False,
+    fine_iterations: int = 60,
+    fine_points: int = 20_000,
+    max_fine_voxels: int = 2_000_000,
+    max_folding: float = 0.005,
+    device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Register ``moving`` onto ``fixed`` with no training: discrete search + Adam on SAM/MIND features.
+
+    Args:
+        moving, fixed: (1, 1, H, W, D) intensities (any scale; same grid). ``spacing``: its voxel size in mm.
+        init_ddf: start (1, 3, H, W, D) in fixed voxels (e.g. the network's output); None = identity.
+            The moving image is warped by it first and the refinement is composed after it.
+        moving_embedding, fixed_embedding: frozen SAM embeddings (1, C, h, w, d) of the two images
+            as given (not of the pre-warped moving image: it is warped here), spanning their field of
+            view; None = MIND-SSC alone.
+        sam_weight, mind_weight, intensity_weight: shares of the feature groups in the SSD (SAM PCA,
+            MIND-SSC, locally normalised intensity); feature_channels: SAM PCA channels.
+        max_work_voxels, max_search_voxels: size bounds of the working (Adam) and search grids.
+        capture_mm: search window half-width per axis (mm; at most ``max_radius`` search voxels).
+        coupling_scale: multiplies the coupled-convex weights (larger = smoother search result).
+        discrete_search: run the discrete search (else Adam starts from the start field).
+        iterations, lr, smooth_weight, smooth_passes: Adam steps and step size (working voxels),
+            DiffusionLoss weight, box-filter passes applied to the field at each step.
+        diffeomorphic: optimise a stationary velocity (scaling and squaring) instead of a displacement.
+        fine_iterations, fine_points, max_fine_voxels: a last Adam stage keeps the field on the
+            working grid but compares features on the finer grid (the image's, at most
+            ``max_fine_voxels``) at ``fine_points`` random voxels per step (0 = skip).
+        max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
+        progress: called with a short message after each stage (e.g. a progress bar's ``set_postfix_str``).
+
+    Returns:
+        ``(ddf, info)``: the DDF (1, 3, H, W, D) in voxels of the fixed grid on the input's device, and
+        a dict (grids, search radius, costs at start/end, seconds per stage, ``kept``: "result" or "start").
+    """
+    if moving.ndim != 5 or fixed.ndim != 5 or moving.shape != fixed.shape or moving.shape[:2] != (1, 1):
+        raise ValueError(f"moving/fixed: expected two (1, 1, H, W, D) images on the same grid, got "
+                         f"{tuple(moving.shape)} and {tuple(fixed.shape)}")
+    if len(spacing) != 3 or min(float(s) for s in spacing) <= 0:
+        raise ValueError(f"spacing: expected three positive voxel sizes (mm), got {tuple(spacing)}")
+    t_start = time.perf_counter()
+    out_device = moving.device
+    dev = torch.device(device) if device is not None else out_device
+    size = tuple(int(s) for s in fixed.shape[2:])
+    spacing = tuple(float(s) for s in spacing)
+    mov, fix = _as_plain(moving, dev), _as_plain(fixed, dev)
+    if init_ddf is not None:
+        init = _as_plain(init_ddf, dev)
+        if tuple(init.shape) != (1, 3, *size):
+            raise ValueError(f"init_ddf: expected (1, 3, {', '.join(map(str, size))}) in voxels, got {tuple(init.shape)}")
+        has_init = bool(init.abs().max() > 0)
+    else:
+        init, has_init = mov.new_zeros((1, 3, *size)), False
+    # intensities to [0, 1] per image (MIND is scale-free, but keep the numbers tame)
+    def unit(x):
+        lo, hi = x.min(), x.max()
+        return (x - lo) / (hi - lo).clamp_min(1e-6)
+
+    mov, fix = unit(mov), unit(fix)
+    note = progress or (lambda msg: None)
+    info: dict = {"method": "fast"}
+    timings: dict[str, float] = {}
+
+    work_size, work_sp = reduced_grid(size, spacing, max_work_voxels)
+    search_size, search_sp = reduced_grid(work_size, work_sp, max_search_voxels)
+    info.update(work_grid=list(work_size), work_spacing_mm=[round(s, 3) for s in work_sp],
+                search_grid=list(search_size), search_spacing_mm=[round(s, 3) for s in search_sp])
+
+    with torch.no_grad():
+        t = time.perf_counter()
+        mov0 = warp(mov, init) if has_init else mov
+        em = emf = None
+        if moving_embedding is not None and fixed_embedding is not None and sam_weight > 0:
+            em = _as_plain(moving_embedding, dev)
+            emf = _as_plain(fixed_embedding, dev)
+            if has_init:  # the start field, on the embedding's own grid, warps the moving embedding
+                em = warp(em, resize_ddf(init, em.shape[2:]))
+        fm, ff, groups = feature_stack(mov0, fix, work_size, work_sp, em, emf, sam_weight, mind_weight,
+                                       feature_channels, intensity_weight=intensity_weight)
+        info["features"] = groups
+        timings["features"] = time.perf_counter() - t
+        note(f"features {'+'.join(groups)} on {work_size}")
+
+        u0 = fm.new_zeros((1, 3, *work_size))
+        if discrete_search:
+            t = time.perf_counter()
+            radius = [int(min(max_radius, math.ceil(capture_mm / s), max(0, n // 4)))
+                      for s, n in zip(search_sp, search_size)]
+            fms, ffs = _resample(fm, search_size), _resample(ff, search_size)
+            coupling = [c * coupling_scale for c in COUPLING]
+            us = coupled_convex_search(fms, ffs, radius, coupling)
+            u0 = resize_ddf(us, work_size)
+            info["search_radius"] = radius
+            timings["search"] = time.perf_counter() - t
+            note(f"discrete search ±{radius} on {search_size}")
+
+    t = time.perf_counter()
+    smooth = DiffusionLoss()
+    with torch.enable_grad():  # callers (MONAI's evaluator) may run us under no_grad
+        p = u0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=lr)
+        # Adam's steps are about lr voxels whatever the gradient: decay it, or the field jitters by that much
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(iterations)), eta_min=lr * 0.02)
+        for _ in range(int(iterations)):
+            opt.zero_grad(set_to_none=True)
+            ps = _smooth_field(p, smooth_passes)
+            u = velocity_to_ddf(ps) if diffeomorphic else ps
+            loss = (warp(fm, u) - ff).pow(2).sum(1).mean() + smooth_weight * smooth(ps)
+            loss.backward()
+            opt.step()
+            sched.step()
+    timings["adam"] = time.perf_counter() - t
+    note(f"Adam {iterations} steps on {work_size}")
+    fine_size, fine_sp = reduced_grid(size, spacing, max_fine_voxels)
+    if fine_iterations > 0 and math.prod(fine_size) > math.prod(work_size):
+        t = time.perf_counter()
+        with torch.no_grad():
+            fmf, fff, _ = feature_stack(mov0, fix, fine_size, fine_sp, em, emf, sam_weight, mind_weight,
+                                        feature_channels, intensity_weight=intensity_weight)
+        coarse_p = p.detach()
+        p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
+                               diffeomorphic)
+        del fmf, fff
+        # keep the fine stage only if it lowers the dissimilarity on the working grid
+        with torch.no_grad():
+            def stage_cost(q):
+                v = _smooth_field(q, smooth_passes)
+                r = resize_ddf(velocity_to_ddf(v) if diffeomorphic else v, size)
+                return mind_cost(warp(mov0, r), fix, work_size, work_sp)
+
+            before_fine, after_fine = stage_cost(coarse_p), stage_cost(p)
+        info["fine_cost"] = [before_fine, after_fine]
+        if after_fine > before_fine:
+            p = coarse_p
+            info["fine_kept"] = False
+        info["fine_grid"] = list(fine_size)
+        timings["fine"] = time.perf_counter() - t
+        note(f"Adam {fine_iterations} steps, {fine_points} points of {fine_size}")
+
+    with torch.no_grad():
+        t = time.perf_counter()
+        field = _smooth_field(p.detach(), smooth_passes)
+
+        def full(extra_passes: int) -> torch.Tensor:
+            v = _smooth_field(field, extra_passes) if extra_passes else field
+            r = resize_ddf(velocity_to_ddf(v) if diffeomorphic else v, size)
+            return compose(init, r) if has_init else r
+
+        ddf = full(0)
+        checkable = min(size) >= 5
+        info["smoothed_for_folding"] = 0
+        if checkable:
+            for extra in (1, 2, 4, 8):
+                if folding_fraction(ddf) <= max_folding:
+                    break
+                ddf = full(extra)
+                info["smoothed_for_folding"] = extra
+            else:
+                if folding_fraction(ddf) > max_folding:
+                    ddf = init.clone()
+                    info["dropped_for_folding"] = True
+        cost_start = mind_cost(mov0, fix, work_size, work_sp)
+        cost_end = mind_cost(warp(mov, ddf), fix, work_size, work_sp)
+        info.update(cost_start=cost_start, cost_end=cost_end)
+        if cost_end > cost_start:
+            ddf = init.clone()
+            info["kept"] = "start"
+        else:
+            info["kept"] = "result"
+        timings["guards"] = time.perf_counter() - t
+    info["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    info["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
+    logger.debug("fast optimisation: %s", info)
+    return ddf.to(out_device), info

@@ -1,0 +1,90 @@
+"""Registration presets: the preprocessing and shipped weights of one kind of pair.
+
+A preset is what ``samir register --preset`` and the MONAI Label app's ``--conf preset`` choose:
+the model grid, the intensity scaling the network was trained with, the weights file in
+``bundle/models`` and the label names. ``choose_preset`` picks one from the fixed image alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from samir.data.abdomen import ABDOMEN_HU_RANGE, ABDOMEN_LABELS
+from samir.data.acdc import ACDC_LABELS
+
+__all__ = ["Preset", "PRESETS", "PRESET_CHOICES", "choose_preset", "check_preset", "preset_weights"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Preprocessing and weights of one kind of pair.
+
+    ``spacing``: model-grid voxel size in mm (None keeps the fixed image's grid); ``max_size``:
+    upper bound of the model grid (a larger grid is scaled down uniformly); ``intensity``:
+    ``"minmax"`` (per volume) or ``(low, high)`` clip range mapped to [0, 1]; ``weights``: file in
+    ``bundle/models`` with a sidecar ``<stem>.json`` holding the network's arguments
+    (:mod:`samir.model_files`), or None: no network was trained for this kind of image, so it is
+    registered by the training-free core alone (never by another anatomy's network).
+    ``fast``: options of the training-free core (:func:`samir.optimize.fast.fast_optimize_pair`)
+    for this kind of pair, plus ``encoder_size`` / ``slice_stride`` of its SAM slice encoder.
+    """
+
+    name: str
+    description: str
+    spacing: tuple[float, float, float] | None
+    max_size: tuple[int, int, int]
+    intensity: str | tuple[float, float]
+    weights: str | None
+    labels: dict[int, str] = field(default_factory=dict)
+    fast: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "cardiac": Preset("cardiac", "cardiac cine MRI (short-axis stacks, ED/ES)", None, (256, 256, 32), "minmax",
+                      "model.pt", ACDC_LABELS,
+                      fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "fine_iterations": 0}),
+    # 8 mm: the grid the shipped abdominal model was trained on (retrained on real data at the
+    # protocol's 4 mm, set this to 4.0)
+    "abdomen": Preset("abdomen", "abdominal CT (HU)", (8.0, 8.0, 8.0), (128, 128, 160), ABDOMEN_HU_RANGE,
+                      "model_abdomen.pt", ABDOMEN_LABELS,
+                      fast={"encoder_size": 64, "slice_stride": 2, "capture_mm": 40.0}),
+    # no network: any other anatomy gets the training-free core, never another anatomy's network
+    "generic": Preset("generic", "any other 3D pair, same or different contrast (training-free core)", None,
+                      (160, 160, 160), "minmax", None, {},
+                      # SAM features did not help the training-free core on the brain dev pairs
+                      # (GM/WM Dice 0.895 with, 0.901 without) and cost the encoding: off here
+                      fast={"encoder_size": 128, "slice_stride": 2, "capture_mm": 20.0, "sam_weight": 0.0}),
+}
+
+#: what a user may pass: a preset name, or "auto" (chosen per pair by :func:`choose_preset`)
+PRESET_CHOICES: tuple[str, ...] = ("auto", *PRESETS)
+
+
+def check_preset(name: str, option: str = "preset") -> str:
+    """``name`` if it is a preset or "auto", else a ``ValueError`` naming ``option`` and the choices."""
+    if name not in PRESET_CHOICES:
+        raise ValueError(f"{option}: expected one of {list(PRESET_CHOICES)}, got {name!r}")
+    return name
+
+
+def preset_weights(name: str) -> Path | None:
+    """The preset's shipped weights file, ``<bundle>/models/<weights>`` ("auto" → the cardiac one);
+    None for a preset without a network (``generic``)."""
+    from samir.bundle import bundle_dir
+
+    weights = PRESETS["cardiac" if name == "auto" else name].weights
+    return Path(bundle_dir()) / "models" / weights if weights else None
+
+
+def choose_preset(fixed: np.ndarray, zooms) -> str:
+    """Pick a preset from the fixed image: HU-like values → abdomen; thick-slice stacks → cardiac; else generic."""
+    lo = float(np.percentile(fixed, 1))
+    if lo <= -500:  # air (about -1000 HU) among the darkest 1 %: Hounsfield units, so CT
+        return "abdomen"
+    zooms = [float(z) for z in zooms[:3]]
+    if max(zooms) >= 2.5 * min(zooms) and fixed.shape[int(np.argmax(zooms))] <= 32:
+        return "cardiac"
+    return "generic"

@@ -1,0 +1,94 @@
+"""train.json: a stopped run resumes (epoch, iteration, optimiser state), the time/iteration budget
+stops at an epoch end, and a mixed (ACDC + SynthMorph) training set trains. Tiny encoder, 2 tiny pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundle" / "configs"
+
+TINY = {
+    "encoder": "tiny", "encoder_image_size": 32, "cache_dir": False, "levels": 3, "channels": [4, 8, 8],
+    "head_channels": 8, "head_blocks": 1, "flow_width": 8, "sam_min_level": 1, "finest_level": 0, "hfc_channels": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def acdc_root(tmp_path_factory):
+    from samir.data.synthetic_acdc import write_synthetic_acdc
+
+    return write_synthetic_acdc(tmp_path_factory.mktemp("acdc"), n=2, seed=1, n_test=0)
+
+
+def _workflow(**overrides):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=str(CONFIGS / "logging.conf"), run_id="training", workflow_type="train",
+                        **overrides)
+    wf.initialize()
+    return wf
+
+
+def _common(root, out, **kw):
+    return {**TINY, "dataset": "acdc", "dataset_dir": str(root), "split_options": {"val_ids": [2]},
+            "output_dir": str(out), "num_epochs": 1, "val_interval": 1, "max_train_pairs": 1, "max_val_pairs": 1,
+            "learning_rate": 0.001, **kw}
+
+
+def test_stop_and_resume_restores_epoch_iteration_optimizer(acdc_root, tmp_path):
+    out = tmp_path / "run"
+    wf = _workflow(**_common(acdc_root, out, num_epochs=1))
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    n_iter = trainer.state.iteration
+    assert trainer.state.epoch == 1 and n_iter >= 1
+    wf.finalize()
+    last = sorted(out.glob("last_checkpoint_*.pt"))
+    assert len(last) == 1
+    saved = torch.load(last[0], map_location="cpu", weights_only=True)
+    assert {"network", "optimizer", "trainer"} <= set(saved)
+    assert saved["optimizer"]["state"], "Adam moments saved"
+
+    wf2 = _workflow(**_common(acdc_root, out, num_epochs=2, resume_from=str(last[0])))
+    trainer2 = wf2.parser.get_parsed_content("train#trainer")
+    optimizer2 = wf2.parser.get_parsed_content("optimizer")
+    network2 = wf2.parser.get_parsed_content("network")
+    assert trainer2.state.epoch == 1 and trainer2.state.iteration == n_iter
+    restored = optimizer2.state_dict()
+    for pid, moments in saved["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(torch.as_tensor(restored["state"][pid][name]).cpu(), torch.as_tensor(value)), (pid, name)
+    for k, v in saved["network"].items():
+        assert torch.equal(network2.state_dict()[k].cpu(), v)
+    step_before = int(torch.as_tensor(restored["state"][0]["step"]))
+    wf2.run()
+    assert trainer2.state.epoch == 2 and trainer2.state.iteration == 2 * n_iter
+    assert int(torch.as_tensor(optimizer2.state_dict()["state"][0]["step"])) == step_before + n_iter
+    wf2.finalize()
+
+
+def test_budget_stops_at_epoch_end(acdc_root, tmp_path):
+    wf = _workflow(**_common(acdc_root, tmp_path / "budget", num_epochs=5, max_iterations=2, val_interval=10))
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2
+    assert "max_iterations" in trainer.state.budget["stopped"]
+    wf.finalize()
+    assert sorted((tmp_path / "budget").glob("last_checkpoint_*.pt"))  # the resume point exists
+
+
+def test_mixed_training_with_synthmorph(acdc_root, tmp_path):
+    from samir.data.mix import source_counts
+
+    wf = _workflow(**_common(acdc_root, tmp_path / "mix", mix="{'synthmorph': 0.5}", dice_weight=0.1))
+    datalist = wf.parser.get_parsed_content("train#datalist")
+    assert source_counts(datalist) == {"acdc": 1, "synthmorph": 1}
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 2 and trainer.state.output["loss"] == trainer.state.output["loss"]
+    wf.finalize()

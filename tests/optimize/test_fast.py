@@ -1,0 +1,159 @@
+"""The fast training-free core (``samir.optimize.fast``) and its descriptor (``samir.optimize.mind``).
+
+Pairs with known answers: a label phantom warped by a known smooth field; Dice must rise and the
+folding stay low, also when the moving image's contrast is inverted (MIND carries it).
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from samir.metrics import dice_per_label, folding_fraction
+from samir.optimize.fast import coupled_convex_search, fast_optimize_pair, mind_cost, reduced_grid
+from samir.optimize.mind import box_filter, mind_ssc
+from samir.spatial import warp, warp_label
+
+
+def _phantom(shape=(32, 32, 24), seed=0):
+    """Label map of overlapping ellipsoids (1..4) on a background, and a textured image of it."""
+    g = torch.Generator().manual_seed(seed)
+    axes = [torch.linspace(-1, 1, s) for s in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    label = torch.zeros(shape, dtype=torch.long)
+    for k in range(1, 5):
+        c = (torch.rand(3, generator=g) - 0.5) * 0.8
+        r = 0.25 + 0.25 * torch.rand(3, generator=g)
+        inside = ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1
+        label[inside] = k
+    levels = torch.tensor([0.1, 0.35, 0.55, 0.75, 0.95])
+    image = levels[label] + 0.03 * torch.randn(shape, generator=g)
+    return image[None, None], label[None, None]
+
+
+def _smooth_field(shape, amplitude, seed):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, 3, 4, 4, 4, generator=g)
+    u = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=False)
+    return u / u.abs().max() * amplitude
+
+
+def _dice(ml, fl, ddf=None):
+    w = ml if ddf is None else warp_label(ml, ddf)
+    d = dice_per_label(w, fl, {k: str(k) for k in range(1, 5)})
+    return sum(d.values()) / len(d)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    fixed, fl = _phantom()
+    u = _smooth_field(fixed.shape[2:], 4.0, seed=1)  # up to 4 voxels
+    moving = warp(fixed, u)
+    ml = warp_label(fl, u)
+    # the moving image sampled at x + u(x): registering it back needs about the inverse of u
+    return moving, fixed, ml, fl
+
+
+def test_box_filter_is_a_mean_with_replicated_edges():
+    x = torch.rand(1, 2, 9, 8, 7)
+    ref = F.avg_pool3d(F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert torch.allclose(box_filter(x, 1), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale, offset", [(2.0, 5.0), (-1.0, 1.0), (0.1, -3.0)])
+def test_mind_is_invariant_to_affine_intensity_changes(scale, offset):
+    image, _ = _phantom((24, 24, 20))
+    ref = mind_ssc(image)
+    assert ref.shape == (1, 12, 24, 24, 20)
+    assert float(ref.min()) > 0 and float(ref.max()) <= 1.0 + 1e-6
+    assert torch.allclose(mind_ssc(image * scale + offset), ref, atol=2e-3)  # float32 rounding of the shift
+
+
+def test_mind_rejects_a_wrong_shape():
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W, D\)"):
+        mind_ssc(torch.rand(1, 2, 8, 8, 8))
+
+
+@pytest.mark.parametrize("size, spacing, max_voxels, expected", [
+    ((216, 256, 10), (1.4, 1.4, 10.0), 160_000, (108, 128, 10)),  # thick slices: in-plane only
+    ((98, 116, 94), (2.0, 2.0, 2.0), 160_000, (49, 58, 47)),
+    ((32, 32, 32), (1.0, 1.0, 1.0), 100_000, (32, 32, 32)),  # already small
+])
+def test_reduced_grid_halves_the_finest_axes(size, spacing, max_voxels, expected):
+    got, sp = reduced_grid(size, spacing, max_voxels)
+    assert got == expected
+    assert math.prod(got) <= max(max_voxels, math.prod(size) if got == tuple(size) else 0)
+    for a, b, s, t in zip(size, got, spacing, sp):
+        assert t == pytest.approx(s * a / b)
+
+
+def test_coupled_convex_search_recovers_a_translation():
+    g = torch.Generator().manual_seed(0)
+    fixed = box_filter(torch.randn(1, 8, 24, 24, 20, generator=g), 1)
+    shift = (2, -1, 1)
+    moving = torch.roll(fixed, shifts=shift, dims=(2, 3, 4))  # moving[i] = fixed[i - s]: M(x + s) = F(x)
+    u = coupled_convex_search(moving, fixed, radius=(3, 3, 3))
+    inner = u[0, :, 5:-5, 5:-5, 5:-5]
+    for axis, s in enumerate(shift):
+        assert float(inner[axis].median()) == pytest.approx(s, abs=0.05)
+
+
+def test_fast_core_raises_dice_with_little_folding(pair):
+    moving, fixed, ml, fl = pair
+    before = _dice(ml, fl)
+    ddf, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40)
+    after = _dice(ml, fl, ddf)
+    assert ddf.shape == (1, 3, *fixed.shape[2:])
+    assert before < 0.85
+    assert after > before + 0.05, (before, after)
+    assert folding_fraction(ddf) <= 0.005
+    assert info["kept"] == "result" and info["cost_end"] < info["cost_start"]
+    assert set(info["seconds"]) >= {"features", "search", "adam", "total"}
+
+
+def test_fast_core_registers_across_an_inverted_contrast(pair):
+    moving, fixed, ml, fl = pair
+    before = _dice(ml, fl)
+    ddf, _ = fast_optimize_pair(1.0 - moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40)
+    assert _dice(ml, fl, ddf) > before + 0.05
+
+
+def test_fast_core_uses_sam_embeddings_and_refines_an_init(pair):
+    moving, fixed, ml, fl = pair
+    # stand-in embeddings: a smooth random projection of the label one-hot (structure, not intensity)
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(16, 5, generator=g)
+
+    def embed(label):
+        onehot = F.one_hot(label[0, 0], 5).permute(3, 0, 1, 2).float()
+        return F.avg_pool3d(torch.einsum("ck,khwd->chwd", proj, onehot)[None], 4)
+
+    ddf0, _ = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=10, discrete_search=False)
+    ddf, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), init_ddf=ddf0, iterations=30,
+                                   moving_embedding=embed(ml), fixed_embedding=embed(fl))
+    assert info["features"] == ["mind", "sam"]
+    assert _dice(ml, fl, ddf) >= _dice(ml, fl, ddf0) - 0.005
+
+
+def test_fast_core_keeps_the_start_when_nothing_is_to_gain():
+    fixed, _ = _phantom((32, 32, 24))
+    ddf, info = fast_optimize_pair(fixed.clone(), fixed, iterations=10)
+    assert float(ddf.abs().max()) < 0.5
+    assert info["cost_end"] <= info["cost_start"] + 1e-9 or info["kept"] == "start"
+
+
+def test_mind_cost_is_lower_for_the_registered_image(pair):
+    moving, fixed, _, _ = pair
+    assert mind_cost(fixed, fixed, (24, 24, 20), (1, 1, 1)) == pytest.approx(0.0, abs=1e-9)
+    assert mind_cost(moving, fixed, (24, 24, 20), (1, 1, 1)) > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"moving": torch.rand(1, 1, 8, 8, 8), "fixed": torch.rand(1, 1, 8, 8, 9)}, "same grid"),
+    ({"moving": torch.rand(1, 1, 8, 8, 8), "fixed": torch.rand(1, 1, 8, 8, 8), "spacing": (1, 0, 1)}, "spacing"),
+    ({"moving": torch.rand(1, 1, 8, 8, 8), "fixed": torch.rand(1, 1, 8, 8, 8),
+      "init_ddf": torch.zeros(1, 3, 4, 4, 4)}, "init_ddf"),
+])
+def test_fast_core_bad_input_names_the_problem(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fast_optimize_pair(**kwargs)
