@@ -185,8 +185,9 @@ def train_and_export(export: str | None = None, models_dir: str | None = None, *
 
 
 def _pair_id(item: Mapping) -> str:
-    return str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
-                                       f"{Path(str(item['fixed'])).name.split('.')[0]}")
+    from samir.data.pairs import pair_id
+
+    return pair_id(item)
 
 
 class PairRegistrationStep:

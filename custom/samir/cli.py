@@ -411,11 +411,23 @@ def choose_threads() -> int:
     return max(1, min(cores, cores - busy + 1))
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is at each record (tests and tools swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _show_library_logs() -> None:
     """The library's INFO lines (``samir.*`` loggers) on stderr, once."""
     log = logging.getLogger("samir")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("samir: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

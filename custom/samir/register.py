@@ -93,13 +93,14 @@ class Registrar:
         network: a ready SAMIR network used for every preset (the bundle's inference config
             passes its ``network_def``); otherwise each preset's weights are loaded on first use.
         progress: show a progress line per stage on stderr (encoding, search, optimisation).
+        fast_options: options of the training-free core over the preset's (e.g. ``{"sam_weight": 0}``).
     """
 
     def __init__(self, preset: str = "auto", encoder: str | None = None, checkpoint: str | None = None,
                  weights: str | None = None, device: str | None = None, cache_dir=None,
                  optimize: bool = True, iterations: int | None = None, verbose: bool = True,
                  network: torch.nn.Module | None = None, from_identity: bool = False,
-                 l2r_short_names: bool = False, progress: bool = False):
+                 l2r_short_names: bool = False, progress: bool = False, fast_options: dict | None = None):
         check_preset(preset)
         if encoder is not None:
             from samir.encoders import ENCODER_NAMES
@@ -121,6 +122,7 @@ class Registrar:
         self.iterations = iterations
         self.verbose = verbose
         self.progress = bool(progress)
+        self.fast_options = dict(fast_options or {})
         self._networks: dict[str, torch.nn.Module] = {}
         self._given_network = network.to(self.device).eval() if network is not None else None
         self._lock = threading.Lock()
@@ -196,11 +198,12 @@ class Registrar:
 
     def predict_ddf(self, fixed: torch.Tensor, moving_on_fixed: torch.Tensor, preset_name: str,
                     size: tuple[int, int, int], spacing: tuple[float, float, float] | None = None,
-                    report: dict | None = None) -> torch.Tensor:
+                    report: dict | None = None, scale_intensity: bool = True) -> torch.Tensor:
         """DDF (1, 3, *fixed grid) in fixed voxels from raw-intensity images (1, 1, *fixed grid).
 
         ``size``: the model grid; ``spacing``: the fixed grid's voxel size (mm). ``report`` (a dict)
-        receives the method, the guard's costs and per-stage seconds.
+        receives the method, the guard's costs and per-stage seconds. ``scale_intensity=False``:
+        the images are already scaled as the preset's network expects (a data set's MONAI chain).
         """
         from samir.optimize.fast import fast_optimize_pair, mind_cost, reduced_grid
 
@@ -210,8 +213,10 @@ class Registrar:
         model_spacing = tuple(sp * n / m for sp, n, m in zip(spacing, fixed.shape[2:], size))
         f = torch.nn.functional.interpolate(fixed, size=size, mode="trilinear", align_corners=False)
         m = torch.nn.functional.interpolate(moving_on_fixed, size=size, mode="trilinear", align_corners=False)
-        f = self._scale_intensity(f[0], preset.intensity)[None].float().to(self.device)
-        m = self._scale_intensity(m[0], preset.intensity)[None].float().to(self.device)
+        if scale_intensity:
+            f, m = self._scale_intensity(f[0], preset.intensity)[None], self._scale_intensity(m[0], preset.intensity)[None]
+        f, m = f.float().to(self.device), m.float().to(self.device)
+        fast_options = {**preset.fast, **self.fast_options}
         method = self.method_for(preset_name)
         report["method"] = method
         seconds: dict[str, float] = {}
@@ -224,9 +229,9 @@ class Registrar:
                 candidates["network"] = net(torch.cat([m, f], dim=1))
             seconds["network"] = time.perf_counter() - t
             encoder = net.sam_encoder if method == "network+fast" else None
-        elif preset.fast.get("sam_weight", 1.0) > 0:
-            encoder = self.slice_encoder(preset.fast.get("encoder_size"), preset.fast.get("slice_stride", 1))
-        if preset.fast.get("sam_weight", 1.0) <= 0:
+        elif fast_options.get("sam_weight", 1.0) > 0:
+            encoder = self.slice_encoder(fast_options.get("encoder_size"), fast_options.get("slice_stride", 1))
+        if fast_options.get("sam_weight", 1.0) <= 0:
             encoder = None  # the core runs on MIND alone for this preset: no encoding at all
         if method != "network":
             if encoder is not None:
@@ -235,7 +240,7 @@ class Registrar:
                     em, ef = encoder(m), encoder(f)
                 seconds["encode"] = time.perf_counter() - t
                 self._note(f"SAM features {tuple(em.shape[2:])} in {seconds['encode']:.1f} s")
-            options = {k: v for k, v in preset.fast.items() if k not in ("encoder_size", "slice_stride")}
+            options = {k: v for k, v in fast_options.items() if k not in ("encoder_size", "slice_stride")}
             if self.iterations is not None:
                 options["iterations"] = int(self.iterations)
             init = candidates.get("network")
@@ -261,11 +266,8 @@ class Registrar:
         return resize_ddf(torch.as_tensor(candidates[best]).cpu(), tuple(fixed.shape[2:]))
 
     def _note(self, message: str) -> None:
-        if self.progress:
-            import sys
-
-            print(f"samir: {message}", file=sys.stderr, flush=True)
-        logger.debug(message)
+        """A progress line: INFO when ``progress`` (the CLI shows samir's INFO lines on stderr), else DEBUG."""
+        logger.log(logging.INFO if self.progress else logging.DEBUG, message)
 
     def register_files(self, fixed, moving, out_dir, moving_label=None, fixed_label=None) -> RegistrationResult:
         """Register ``moving`` onto ``fixed`` (NIfTI paths) and write the outputs into ``out_dir``."""
@@ -361,6 +363,7 @@ def register_batch(registrar: Registrar, datalist: str | os.PathLike, out_dir: s
     reported in its row with the error and the others go on. Returns one summary row per pair.
     """
     from samir.data.pairs import datalist_pairs
+    from samir.data.pairs import pair_id as make_pair_id
 
     pairs = datalist_pairs(datalist, key=key, check_files=False)
     out = check_out_dir(out_dir)
@@ -370,9 +373,8 @@ def register_batch(registrar: Registrar, datalist: str | os.PathLike, out_dir: s
         from tqdm import tqdm
 
         bar = tqdm(total=len(pairs), desc="samir register", unit="pair", leave=False)
-    for i, item in enumerate(pairs):
-        pair_id = str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
-                                              f"{Path(str(item['fixed'])).name.split('.')[0]}")
+    for item in pairs:
+        pair_id = make_pair_id(item)
         row: dict = {"pair_id": pair_id}
         try:
             result = registrar.register_files(item["fixed"], item["moving"], out / pair_id,

@@ -153,6 +153,7 @@ def test_mind_cost_is_lower_for_the_registered_image(pair):
     ({"moving": torch.rand(1, 1, 8, 8, 8), "fixed": torch.rand(1, 1, 8, 8, 8), "spacing": (1, 0, 1)}, "spacing"),
     ({"moving": torch.rand(1, 1, 8, 8, 8), "fixed": torch.rand(1, 1, 8, 8, 8),
       "init_ddf": torch.zeros(1, 3, 4, 4, 4)}, "init_ddf"),
+    ({"moving": torch.full((1, 1, 8, 8, 8), float("nan")), "fixed": torch.rand(1, 1, 8, 8, 8)}, "moving: expected finite"),
 ])
 def test_fast_core_bad_input_names_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):

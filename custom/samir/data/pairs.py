@@ -12,10 +12,16 @@ from pathlib import Path
 
 from samir.data.checks import check_exists
 
-__all__ = ["datalist_pairs", "PAIR_KEYS"]
+__all__ = ["datalist_pairs", "pair_id", "PAIR_KEYS"]
 
 PAIR_KEYS = ("fixed", "moving", "fixed_label", "moving_label")
 _LIST_KEYS = ("pairs", "registration_val", "registration_test", "training", "validation", "test")
+
+
+def pair_id(item) -> str:
+    """A pair's id: its ``pair_id`` entry, else ``<moving stem>_to_<fixed stem>``."""
+    return str(item.get("pair_id") or f"{Path(str(item['moving'])).name.split('.')[0]}_to_"
+                                       f"{Path(str(item['fixed'])).name.split('.')[0]}")
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -325,6 +325,9 @@ def fast_optimize_pair(
     size = tuple(int(s) for s in fixed.shape[2:])
     spacing = tuple(float(s) for s in spacing)
     mov, fix = _as_plain(moving, dev), _as_plain(fixed, dev)
+    for name, x in (("moving", mov), ("fixed", fix)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: expected finite intensities, got NaN or infinite values")
     if init_ddf is not None:
         init = _as_plain(init_ddf, dev)
         if tuple(init.shape) != (1, 3, *size):

@@ -50,7 +50,13 @@ METHOD_NAMES = {
     "samir": "SAMIR network",
     "samir+opt": "SAMIR + optimisation",
     "opt": "optimisation from identity (SAM features, no weights)",
+    "fast": "SAMIR training-free core (preset defaults)",
+    "fast-mind": "SAMIR training-free core, MIND only",
+    "fast-sam": "SAMIR training-free core, SAM + MIND",
+    "samir+fast": "SAMIR network + fast refinement (the default)",
 }
+#: the registration preset whose network and training-free options suit each data set
+DATASET_PRESETS = {"acdc": "cardiac", "acdc_alt": "cardiac", "abdomen": "abdomen"}
 COLUMNS = ("dice_mean", "hd95_mean", "folding_pct", "sdlogj", "seconds")
 HEADERS = ("method", "pairs", "Dice", "HD95 mm", "folding %", "SDlogJ", "s / pair")
 
@@ -97,6 +103,25 @@ def _peer_fn(method: str, metric: str, kwargs: dict):
 
     def fn(moving, fixed):
         return register(moving, fixed, spacing=spacing_of(fixed), metric=metric, **kwargs)
+
+    return fn
+
+
+def _registrar_fn(dataset: str, method: str, weights, cache_dir, iterations):
+    """register_fn for the rows that run :class:`samir.register.Registrar` on the chain's tensors."""
+    from samir.register import Registrar
+    from samir.training import spacing_of
+
+    preset = DATASET_PRESETS.get(dataset, "generic")
+    options = {"fast-mind": {"sam_weight": 0.0}, "fast-sam": {"sam_weight": 1.0}}.get(method, {})
+    reg = Registrar(preset=preset, weights=str(weights) if method == "samir+fast" else None, cache_dir=cache_dir,
+                    device="cpu", from_identity=method != "samir+fast", iterations=iterations, verbose=False,
+                    fast_options=options)
+
+    def fn(moving, fixed):
+        spacing = spacing_of(fixed) or (1.0, 1.0, 1.0)
+        return reg.predict_ddf(fixed.float(), moving.float(), preset, tuple(fixed.shape[2:]), spacing=spacing,
+                               scale_intensity=False)
 
     return fn
 
@@ -189,6 +214,11 @@ def run_benchmark(
                       "(pip install 'samir[peers]')")
                 continue
             fn = _peer_fn(method, peer_metric, (peer_kwargs or {}).get(method, {}))
+        elif method in ("fast", "fast-mind", "fast-sam", "samir+fast"):
+            if method == "samir+fast" and not weights.is_file():
+                print(f"note: skipping '{label}': no weights at {weights}")
+                continue
+            fn = _registrar_fn(dataset, method, weights, cache_dir, iterations)
         elif method == "baseline":
             if not baseline_weights.is_file():
                 print(f"note: skipping '{label}': no weights at {baseline_weights}")
