@@ -77,7 +77,7 @@ def test_valid_writes_and_listing(store):
 
 def test_config_from_conf(tmp_path):
     cfg = RegistrationConfig.from_conf(str(tmp_path / "app"), str(tmp_path / "studies"), {"preset": "abdomen"})
-    assert cfg.preset == "abdomen" and cfg.active_weights() is None and not cfg.optimize
+    assert cfg.preset == "abdomen" and cfg.active_weights() is None and cfg.optimize  # refinement on by default
     assert cfg.outputs_dir == (tmp_path / "studies" / ".samir" / "registrations").resolve()
     with pytest.raises(ValueError, match="preset"):
         RegistrationConfig.from_conf(str(tmp_path), str(tmp_path), {"preset": "brain"})
