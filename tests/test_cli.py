@@ -94,3 +94,12 @@ def test_unknown_option_is_named_and_nothing_runs(capfd, tmp_path, argv, unknown
 )
 def test_known_options_pass(argv):
     check_options(argv)
+
+
+@pytest.mark.parametrize("load, cores, expected", [(0.1, 2, 2), (1.2, 2, 1), (5.0, 2, 1), (1.0, 8, 7)])
+def test_choose_threads_leaves_busy_cores_alone(monkeypatch, load, cores, expected):
+    import samir.cli as cli
+
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
+    assert cli.choose_threads() == expected

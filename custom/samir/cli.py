@@ -408,7 +408,7 @@ def choose_threads() -> int:
         busy = int(os.getloadavg()[0] + 0.5)
     except OSError:
         busy = 0
-    return max(1, min(cores, cores - busy + 1))
+    return max(1, min(cores, cores - busy))
 
 
 class _CurrentStderr(logging.StreamHandler):
