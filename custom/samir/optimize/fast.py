@@ -20,9 +20,12 @@ full resolution; every step's work scales with its own grid's voxels.
 4. **Adam** on a displacement (or a stationary velocity, ``diffeomorphic=True``) on the working
    grid, started from the search result: feature SSD of the warped moving features + MONAI
    DiffusionLoss, the field smoothed by box filters at every step (B-spline-like regularity).
-5. **Full resolution** is only the trilinear upsampling of the result, composed after
+5. **Fine stage** (``fine_iterations``): the field stays on the working grid while the features
+   are compared at full resolution, at ``fine_points`` random voxels per step (a stochastic data
+   term, as elastix samples its metric); kept only if it lowers the MIND dissimilarity.
+6. **Full resolution** is only the trilinear upsampling of the result, composed after
    ``init_ddf`` when one is given (e.g. the network's output).
-6. **Guards.** The MIND-SSD of the result against the fixed image is compared with that of the
+7. **Guards.** The MIND-SSD of the result against the fixed image is compared with that of the
    start (identity or ``init_ddf``) on the working grid, and the better is kept; if more than
    ``max_folding`` of the voxels fold (det J ≤ 0), the refinement is smoothed until they do not
    (or dropped). ``info`` says which happened.
@@ -44,7 +47,8 @@ from samir.optimize.mind import box_filter, mind_ssc
 from samir.optimize.pair import pca_project
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "mind_cost"]
+__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "sampled_refinement",
+           "local_normalise", "mind_cost"]
 
 logger = logging.getLogger(__name__)
 
