@@ -181,11 +181,24 @@ def test_network_then_refinement_by_default_and_no_optimize(pair, weights, tmp_p
     assert m["method"] == "network+fast"
     costs = m["guard"]["mind_cost"]
     assert set(costs) == {"identity", "network", "refined"}
-    assert costs[m["guard"]["kept"]] == min(costs.values())  # the guard keeps the most similar field
-    assert m["dice_mean"] >= m["dice_mean_before"] - 1e-6  # never below the start
+    kept = m["guard"]["kept"]
+    assert costs[kept] <= min(costs.values()) * (1 + m["guard"]["tolerance"]) + 1e-6  # never clearly worse
+    assert m["dice_mean"] >= m["dice_mean_before"] - 0.01  # never below the start
     only = Registrar(preset="cardiac", weights=str(weights), cache_dir=False, device="cpu", optimize=False)
     only.register_files(pair["fixed"], pair["moving"], tmp_path / "b")
     assert _metrics(tmp_path / "b")["method"] == "network"
+
+
+def test_guard_keeps_the_most_refined_field_unless_clearly_worse():
+    from samir.register import choose_candidate
+
+    # within the tolerance of the lowest cost: the most refined candidate
+    assert choose_candidate({"identity": 0.1000, "network": 0.1010, "refined": 0.1015}, 0.02) == "refined"
+    # the refined field clearly worse than the network's: the network
+    assert choose_candidate({"identity": 0.1000, "network": 0.0800, "refined": 0.0900}, 0.02) == "network"
+    # everything clearly worse than doing nothing: identity
+    assert choose_candidate({"identity": 0.0500, "network": 0.0700, "refined": 0.0600}, 0.02) == "identity"
+    assert choose_candidate({"identity": 0.05, "refined": 0.051}, 0.0) == "identity"
 
 
 def test_batch_registers_every_pair_and_reports_a_bad_one(pair, tmp_path):

@@ -26,7 +26,8 @@ full resolution; every step's work scales with its own grid's voxels.
 6. **Full resolution** is only the trilinear upsampling of the result, composed after
    ``init_ddf`` when one is given (e.g. the network's output).
 7. **Guards.** The MIND-SSD of the result against the fixed image is compared with that of the
-   start (identity or ``init_ddf``) on the working grid, and the better is kept; if more than
+   start (identity or ``init_ddf``) on the working grid; the start is kept if the result is worse
+   by more than ``guard_tolerance``; if more than
    ``max_folding`` of the voxels fold (det J ≤ 0), the refinement is smoothed until they do not
    (or dropped). ``info`` says which happened.
 """
@@ -47,7 +48,7 @@ from samir.optimize.mind import box_filter, mind_ssc
 from samir.optimize.pair import pca_project
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "sampled_refinement",
+__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "fit_projection", "coupled_convex_search", "sampled_refinement",
            "local_normalise", "mind_cost"]
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,31 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
     if not groups:
         raise ValueError("no features: give sam/mind weights > 0 (and embeddings for SAM)")
     return torch.cat(mov_parts, 1), torch.cat(fix_parts, 1), groups
+
+
+def fit_projection(moving_features: torch.Tensor, fixed_features: torch.Tensor, channels: int,
+                   max_samples: int = 65536) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A per-pair PCA of two feature stacks (1, C, ...) together → a map (1, C, ...) → (1, channels, ...).
+
+    Fitted on a subsample of the voxels of both; the map keeps the SSD between the two stacks up to
+    the discarded variance (the groups' weights are already in the scaling), so every later step
+    costs ``channels / C`` of what it did. ``channels >= C``: the identity.
+    """
+    c = int(moving_features.shape[1])
+    if channels <= 0 or channels >= c:
+        return lambda x: x
+    x = torch.cat([moving_features.flatten(2)[0].T, fixed_features.flatten(2)[0].T], 0).double()
+    sample = x[:: max(1, x.shape[0] // max_samples)]
+    mean = sample.mean(0, keepdim=True)
+    cov = (sample - mean).T @ (sample - mean) / max(1, sample.shape[0] - 1)
+    basis = torch.linalg.eigh(cov)[1][:, -channels:].flip(1).to(moving_features.dtype)  # (C, k)
+    mean = mean.to(moving_features.dtype)
+
+    def project(feat: torch.Tensor) -> torch.Tensor:
+        flat = feat.flatten(2)[0].T - mean  # (N, C)
+        return (flat @ basis).T.reshape(1, channels, *feat.shape[2:]).contiguous()
+
+    return project
 
 
 def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
@@ -272,6 +298,7 @@ def fast_optimize_pair(
     mind_weight: float = 1.0,
     intensity_weight: float = 0.0,
     feature_channels: int = 12,
+    max_channels: int = 0,
     max_work_voxels: int = 160_000,
     max_search_voxels: int = 40_000,
     capture_mm: float = 20.0,
@@ -287,6 +314,7 @@ def fast_optimize_pair(
     fine_points: int = 20_000,
     max_fine_voxels: int = 2_000_000,
     max_folding: float = 0.005,
+    guard_tolerance: float = 0.02,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[torch.Tensor, dict]:
@@ -301,6 +329,8 @@ def fast_optimize_pair(
             view; None = MIND-SSC alone.
         sam_weight, mind_weight, intensity_weight: shares of the feature groups in the SSD (SAM PCA,
             MIND-SSC, locally normalised intensity); feature_channels: SAM PCA channels.
+        max_channels: compress the whole stack to this many channels by a per-pair PCA (0 = keep all):
+            the warps of every Adam step cost in proportion.
         max_work_voxels, max_search_voxels: size bounds of the working (Adam) and search grids.
         capture_mm: search window half-width per axis (mm; at most ``max_radius`` search voxels).
         coupling_scale: multiplies the coupled-convex weights (larger = smoother search result).
@@ -312,6 +342,8 @@ def fast_optimize_pair(
             working grid but compares features on the finer grid (the image's, at most
             ``max_fine_voxels``) at ``fine_points`` random voxels per step (0 = skip).
         max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
+        guard_tolerance: the result is dropped for the start if its MIND cost is higher than the
+            start's by more than this fraction (smaller differences are within the measure's noise).
         progress: called with a short message after each stage (e.g. a progress bar's ``set_postfix_str``).
 
     Returns:
@@ -365,7 +397,10 @@ def fast_optimize_pair(
                 em = warp(em, resize_ddf(init, em.shape[2:]))
         fm, ff, groups = feature_stack(mov0, fix, work_size, work_sp, em, emf, sam_weight, mind_weight,
                                        feature_channels, intensity_weight=intensity_weight)
+        project = fit_projection(fm, ff, max_channels)
+        fm, ff = project(fm), project(ff)
         info["features"] = groups
+        info["channels"] = int(fm.shape[1])
         timings["features"] = time.perf_counter() - t
         note(f"features {'+'.join(groups)} on {work_size}")
 
@@ -405,6 +440,7 @@ def fast_optimize_pair(
         with torch.no_grad():
             fmf, fff, _ = feature_stack(mov0, fix, fine_size, fine_sp, em, emf, sam_weight, mind_weight,
                                         feature_channels, intensity_weight=intensity_weight)
+            fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
         p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic)
@@ -450,7 +486,7 @@ def fast_optimize_pair(
         cost_start = mind_cost(mov0, fix, work_size, work_sp)
         cost_end = mind_cost(warp(mov, ddf), fix, work_size, work_sp)
         info.update(cost_start=cost_start, cost_end=cost_end)
-        if cost_end > cost_start:
+        if cost_end > cost_start * (1.0 + guard_tolerance):
             ddf = init.clone()
             info["kept"] = "start"
         else:
