@@ -212,7 +212,7 @@ class SamirCLI:
                  encoder: str = "litemedsam", weights: str | None = None, baseline_weights: str | None = None,
                  out_csv: str | None = None, split: str = "test", iterations: int | None = None,
                  cache_dir: str | bool | None = True, hd95: bool = True, peer_metric: str = "auto",
-                 data_root: str | None = None) -> None:
+                 data_root: str | None = None, networks: str | dict | None = None) -> None:
         """Accuracy table on held-out pairs: identity, demons, no-SAM baseline, SAMIR, SAMIR + optimisation
         (and the peers ants, elastix when asked for in ``methods``: the ``peers`` extra).
 
@@ -231,6 +231,8 @@ class SamirCLI:
             hd95: compute HD95 (slow on large volumes).
             peer_metric: metric of the ants / elastix rows: auto (per pair: same contrast or not), cc|ncc, mi|mattes.
             data_root: same as root (the bundle configs' name for it).
+            networks: ablation networks "NAME=model.pt,NAME2=other.pt": adds the methods net:NAME (network
+                alone) and net:NAME+fast (network + fast refinement).
         """
         from samir.tools.accuracy_table import run_benchmark
 
@@ -241,9 +243,16 @@ class SamirCLI:
 
         if isinstance(methods, str):
             methods = tuple(m.strip() for m in methods.split(","))
+        if isinstance(networks, str):
+            pairs = [item.split("=", 1) for item in networks.split(",") if item.strip()]
+            bad = [item for item in pairs if len(item) != 2 or not item[0].strip()]
+            if bad:
+                raise ValueError(f"networks: expected NAME=weights.pt[,NAME=weights.pt], got {networks!r}")
+            networks = {k.strip(): v.strip() for k, v in pairs}
         run_benchmark(dataset=dataset, root=root, n_pairs=n_pairs, methods=tuple(methods), encoder=encoder,
                       weights=weights, baseline_weights=baseline_weights, out_csv=out_csv, split=split,
-                      iterations=iterations, cache_dir=cache_dir, hd95=hd95, peer_metric=peer_metric)
+                      iterations=iterations, cache_dir=cache_dir, hd95=hd95, peer_metric=peer_metric,
+                      networks=networks)
 
     def baseline(self, dataset: str = "acdc", root: str | None = None, split: str = "test",
                  csv_path: str | None = None) -> None:

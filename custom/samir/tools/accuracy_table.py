@@ -126,6 +126,14 @@ def _registrar_fn(dataset: str, method: str, weights, cache_dir, iterations):
     return fn
 
 
+def _network_row(method: str) -> tuple[str | None, bool]:
+    """``net:NAME`` → (NAME, False), ``net:NAME+fast`` → (NAME, True); any other method → (None, False)."""
+    if not method.startswith("net:"):
+        return None, False
+    name = method[4:]
+    return (name[:-5], True) if name.endswith("+fast") else (name, False)
+
+
 def _labels_of_pairs(pairs) -> dict[int, str]:
     """Label values (> 0) of the first pair's label maps, for data sets that declare none (``pairs``)."""
     import nibabel as nib
@@ -155,6 +163,7 @@ def run_benchmark(
     transform_kwargs: dict | None = None,
     peer_metric: str = "auto",
     peer_kwargs: dict | None = None,
+    networks: dict | None = None,
 ) -> list[dict]:
     """Score ``methods`` on the first ``n_pairs`` of ``dataset``'s ``split`` and print the table.
 
@@ -165,7 +174,9 @@ def run_benchmark(
     Returns one summary dict per method (also ``out_csv``). ``peer_metric`` / ``peer_kwargs`` go to the
     ``ants`` and ``elastix`` rows (e.g. ``peer_kwargs={"elastix": {"iterations": 1000}}``). For the
     ``pairs`` data set (a datalist json as ``root``) the labels scored are the values found in the first
-    pair's label files.
+    pair's label files. ``networks`` ({NAME: weights file}) adds the ablation rows ``net:NAME`` (that
+    network alone) and ``net:NAME+fast`` (that network, then the fast refinement, as ``samir register``
+    runs it; a no-SAM network is refined on MIND alone) to the methods one may ask for.
     """
     from samir.bundle import bundle_dir
     from samir.classical import PEER_PACKAGES, demons_register, peer_available
@@ -173,9 +184,14 @@ def run_benchmark(
     from samir.evaluation import evaluate_pairs, format_table, identity_register
     from samir.optimize import optimize_pair
 
-    unknown = [m for m in methods if m not in METHOD_NAMES]
+    networks = {str(k): Path(v) for k, v in (networks or {}).items()}
+    unknown = [m for m in methods if m not in METHOD_NAMES and _network_row(m)[0] not in networks]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; valid: {', '.join(METHOD_NAMES)}")
+        raise ValueError(f"methods: unknown {unknown}; valid: {', '.join(METHOD_NAMES)}, or net:NAME and "
+                         f"net:NAME+fast for a NAME of networks ({', '.join(networks) or 'none given'})")
+    missing = {k: str(v) for k, v in networks.items() if not v.is_file()}
+    if missing:
+        raise FileNotFoundError(f"networks: no weights file for {missing}")
     spec = get_dataset(dataset)
     data_root = resolve_data_root(dataset, root)
     pairs = dataset_pairs(dataset, data_root, split)
@@ -202,8 +218,12 @@ def run_benchmark(
     summaries = []
     print(f"Benchmark: {spec.name} at {data_root}, split '{split}', {len(pairs)} pairs")
     for method in methods:
-        label = METHOD_NAMES[method]
-        if method == "identity":
+        net_name, refine = _network_row(method)
+        label = METHOD_NAMES.get(method) or (f"network '{net_name}'" + (" + fast refinement" if refine else ""))
+        if net_name is not None:
+            fn = (_registrar_fn(dataset, "samir+fast", networks[net_name], cache_dir, iterations) if refine
+                  else _net_fn(_network(networks[net_name], f"network '{net_name}'")))
+        elif method == "identity":
             fn = identity_register
         elif method == "demons":
             def fn(moving, fixed):
