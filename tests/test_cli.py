@@ -103,3 +103,28 @@ def test_choose_threads_leaves_busy_cores_alone(monkeypatch, load, cores, expect
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
     assert cli.choose_threads() == expected
+
+
+def test_lean_import_hides_optional_packages_only_inside_the_block():
+    """``samir register`` imports MONAI with its unused optional packages hidden; afterwards they import as usual."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from samir.cli import lean_import\n"
+        "with lean_import():\n"
+        "    import monai\n"
+        "    from monai.networks.blocks import Warp\n"
+        "    assert 'ignite' not in sys.modules and 'mlflow' not in sys.modules, 'hidden packages were imported'\n"
+        "    try:\n"
+        "        import ignite\n"
+        "        raise SystemExit('ignite importable inside the block')\n"
+        "    except ModuleNotFoundError as err:\n"
+        "        assert 'hidden' in str(err)\n"
+        "import ignite\n"  # after the block: importable again
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "SAMIR_FULL_IMPORTS"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
