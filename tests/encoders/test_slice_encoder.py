@@ -114,3 +114,17 @@ def test_bad_arguments():
 def test_warm_up_runs_one_batch():
     se = _encoder(batch_size=2)
     assert se.warm_up() >= 0.0
+
+
+def test_a_pair_asked_for_twice_is_encoded_once_without_a_cache():
+    """The network and then the refinement ask for the same two volumes: kept in memory, not encoded again."""
+    enc = SliceEncoder(build_encoder("tiny"), cache=False)
+    a, b, c = (torch.rand(1, 1, 24, 20, 3) for _ in range(3))
+    fa = enc(a)
+    enc(b)
+    n = enc.slices_encoded
+    assert torch.equal(enc(a), fa) and enc.slices_encoded == n  # from memory
+    enc(b)
+    enc(c)  # the oldest of the pair drops out: a is encoded again
+    enc(a)
+    assert enc.slices_encoded == n + 6

@@ -79,6 +79,7 @@ def normalise_slices(slices: torch.Tensor, clip_percentiles: Sequence[float] | N
 
 
 CPU_BATCH = 2  # slices per encoder call on a CPU (see SliceEncoder's batch_size)
+RECENT_VOLUMES = 2  # features kept in memory: a pair's two volumes
 
 
 def _runner(encoder: SamEncoder, fast_path, batch_size: int) -> SamEncoder:
@@ -152,6 +153,7 @@ class SliceEncoder(nn.Module):
         self.skip_blank = bool(skip_blank)
         self.slice_stride = int(slice_stride)
         self._blank: dict[tuple, torch.Tensor] = {}
+        self._recent: dict[str, torch.Tensor] = {}  # no disk cache: the last RECENT_VOLUMES volumes' features
         self.slices_encoded = 0  # counters, for benchmarks and tests
         self.slices_skipped = 0
 
@@ -297,9 +299,11 @@ class SliceEncoder(nn.Module):
         out = []
         shape = (self.out_channels, *self.output_shape(volume.shape[2:]))
         for item in volume:
-            feats = None
-            if self.cache.enabled:
-                key = self.cache_key(item)
+            key = self.cache_key(item)
+            feats = None if self.cache.enabled else self._recent.get(key)
+            if feats is not None:
+                feats = feats.to(volume.device)
+            elif self.cache.enabled:
                 feats = self.cache.load(key, shape)
                 if feats is not None:
                     feats = feats.to(volume.device)
@@ -309,5 +313,12 @@ class SliceEncoder(nn.Module):
                     self.cache.save(key, feats)
                     if self.cache.dtype is not None:  # a miss returns what a hit would
                         feats = feats.to(self.cache.dtype).float()
+            if not self.cache.enabled:
+                # without a disk cache, the same volumes are often asked for again at once (the network,
+                # then the refinement): the last pair stays in memory
+                self._recent.pop(key, None)
+                self._recent[key] = feats
+                while len(self._recent) > RECENT_VOLUMES:
+                    self._recent.pop(next(iter(self._recent)))
             out.append(feats)
         return torch.stack(out)

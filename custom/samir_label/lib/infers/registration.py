@@ -149,6 +149,8 @@ class LabelPropagation(InferTask):
             "seconds": round(total, 3),
             "register_seconds": round(float(metrics.get("register_seconds", 0.0)), 3),
             "preset": result.preset,
+            "method": metrics.get("method"),
+            "guard_kept": (metrics.get("guard") or {}).get("kept"),
             "weights": str(registrar.weights or self.cfg.default_weights_path()),
             "latencies": {"total": round(total, 3), "infer": round(float(metrics.get("register_seconds", 0.0)), 3)},
         }

@@ -1,0 +1,141 @@
+"""Time label propagation through a real MONAI Label server, as 3D Slicer's module asks for it.
+
+``python -m samir.tools.label_timing FIXED MOVING MOVING_LABEL [--fixed_label GT] [--repeats 3]``
+starts ``monailabel start_server`` with the SAMIR app (shipped weights, the preset chosen from the
+image) on a temporary studies folder holding the pair, then times ``MONAILabelClient.infer``: the
+first request (cold: encoder weights loaded, embeddings computed) and the next ones (warm server;
+the embedding cache is per server and off unless ``--cache_dir`` is given, so each request encodes
+again). Prints a table of seconds and, with ``--fixed_label``, the Dice of the served label.
+Server start-up is reported apart: a server starts once for a whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["time_label_server"]
+
+APP = Path(__file__).resolve().parents[2] / "samir_label"
+MODEL = "samir_registration"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _study_name(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _dice_mean(served: str, truth: str, label_values: dict) -> float:
+    import numpy as np
+    import SimpleITK as sitk
+
+    a = sitk.GetArrayFromImage(sitk.ReadImage(served))
+    b = sitk.GetArrayFromImage(sitk.ReadImage(truth))
+    scores = []
+    for served_value, value in label_values.items():
+        x, y = a == int(served_value), b == int(value)
+        s = x.sum() + y.sum()
+        if s:
+            scores.append(2.0 * np.logical_and(x, y).sum() / s)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: str | None = None,
+                      repeats: int = 3, device: str = "cpu", cache_dir: str = "false",
+                      timeout_s: float = 600.0) -> dict:
+    """Start a server on the pair, infer ``repeats`` times, stop it; returns the timings (and Dice)."""
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+    fixed_p, moving_p, label_p = (Path(p).expanduser().resolve() for p in (fixed, moving, moving_label))
+    for what, p in (("fixed", fixed_p), ("moving", moving_p), ("moving_label", label_p)):
+        if not p.is_file():
+            raise FileNotFoundError(f"{what}: no file at {p}")
+    if _study_name(fixed_p) == _study_name(moving_p):
+        raise ValueError("fixed and moving: give two different images")
+    root = Path(tempfile.mkdtemp(prefix="samir-label-timing-"))
+    studies = root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    shutil.copy(fixed_p, studies / fixed_p.name)
+    shutil.copy(moving_p, studies / moving_p.name)
+    shutil.copy(label_p, studies / "labels" / "final" / moving_p.name)
+    app = root / "app"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    port = _free_port()
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MONAI_LABEL_SESSION_PATH": str(root / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    cmd = [str(venv_bin / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+           "--host", "127.0.0.1", "--port", str(port), "--conf", "device", device, "--conf", "cache_dir", cache_dir]
+    log_path = root / "server.log"
+    result: dict = {"fixed": _study_name(fixed_p), "moving": _study_name(moving_p)}
+    with open(log_path, "wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(root / "client"))
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+                try:
+                    client.info()
+                    break
+                except (OSError, MONAILabelClientException):
+                    if time.perf_counter() - start > timeout_s:
+                        raise RuntimeError(f"server not up in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}") from None
+                    time.sleep(0.5)
+            result["server_start_s"] = time.perf_counter() - start
+            seconds = []
+            for _ in range(max(1, int(repeats))):
+                t0 = time.perf_counter()
+                label_file, info = client.infer(MODEL, result["fixed"], {"moving": result["moving"]})
+                seconds.append(time.perf_counter() - t0)
+            result.update(infer_cold_s=seconds[0], infer_warm_s=statistics.median(seconds[1:]) if len(seconds) > 1 else None,
+                          infer_s=seconds, method=info.get("method"), guard_kept=info.get("guard_kept"),
+                          register_seconds=info.get("register_seconds"))
+            if fixed_label:
+                result["dice_mean"] = _dice_mean(label_file, str(Path(fixed_label).expanduser()),
+                                                 info.get("label_values") or {})
+        finally:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def main(fixed: str, moving: str, moving_label: str, fixed_label: str | None = None, repeats: int = 3,
+         device: str = "cpu", cache_dir: str = "false") -> None:
+    """Print the table (see the module docstring)."""
+    from samir.encoders.fastpath import cpu_info
+
+    r = time_label_server(fixed, moving, moving_label, fixed_label, repeats, device, cache_dir)
+    info = cpu_info()
+    print(f"CPU: {info['cpu']} ({info['capability']}, native bf16 {info['native_bf16']}), load {os.getloadavg()[0]:.1f}")
+    print("| what | seconds |\n|---|---|")
+    print(f"| server start (once per session) | {r['server_start_s']:.1f} |")
+    print(f"| infer, first request (cold) | {r['infer_cold_s']:.1f} |")
+    if r.get("infer_warm_s") is not None:
+        print(f"| infer, next requests (median of {len(r['infer_s']) - 1}) | {r['infer_warm_s']:.1f} |")
+    print(f"method {r.get('method')} (guard kept {r.get('guard_kept')}), registration {r.get('register_seconds')} s "
+          f"of the last request, Dice {r.get('dice_mean', float('nan')):.3f}, all requests {[round(s, 1) for s in r['infer_s']]}")
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)
