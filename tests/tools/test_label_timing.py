@@ -1,7 +1,6 @@
 """``python -m samir.tools.label_timing``: refuses bad input before any server starts."""
 
 import pytest
-
 from samir.tools.label_timing import time_label_server
 
 
