@@ -313,7 +313,6 @@ def fast_optimize_pair(
     fine_iterations: int = 60,
     fine_points: int = 20_000,
     max_fine_voxels: int = 2_000_000,
-    fine_field_voxels: int = 0,
     max_folding: float = 0.005,
     guard_tolerance: float = 0.02,
     device: str | torch.device | None = None,
@@ -342,8 +341,6 @@ def fast_optimize_pair(
         fine_iterations, fine_points, max_fine_voxels: a last Adam stage keeps the field on the
             working grid but compares features on the finer grid (the image's, at most
             ``max_fine_voxels``) at ``fine_points`` random voxels per step (0 = skip).
-        fine_field_voxels: during the fine stage, the field lives on a finer grid of at most this many
-            voxels (0 = it stays on the working grid).
         max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
         guard_tolerance: the result is dropped for the start if its MIND cost is higher than the
             start's by more than this fraction (smaller differences are within the measure's noise).
@@ -445,11 +442,6 @@ def fast_optimize_pair(
                                         feature_channels, intensity_weight=intensity_weight)
             fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
-        if fine_field_voxels > 0:
-            field_size, _ = reduced_grid(size, spacing, fine_field_voxels)
-            if math.prod(field_size) > math.prod(work_size):
-                p = resize_ddf(p.detach(), field_size)  # values rescaled to the finer grid's voxels
-                info["fine_field_grid"] = list(field_size)
         p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic)
         del fmf, fff
