@@ -45,7 +45,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "cardiac": Preset("cardiac", "cardiac cine MRI (short-axis stacks, ED/ES)", None, (256, 256, 32), "minmax",
                       "model.pt", ACDC_LABELS,
-                      fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "fine_iterations": 0}),
+                      # cardiac dev pairs (6, native grid, network + refinement): Dice 0.896 → 0.917 with the
+                      # locally normalised intensity, → 0.925 with the sampled full-resolution stage too
+                      fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "intensity_weight": 0.5,
+                            "fine_iterations": 60}),
     # 8 mm: the grid the shipped abdominal model was trained on (retrained on real data at the
     # protocol's 4 mm, set this to 4.0)
     "abdomen": Preset("abdomen", "abdominal CT (HU)", (8.0, 8.0, 8.0), (128, 128, 160), ABDOMEN_HU_RANGE,
@@ -55,8 +58,10 @@ PRESETS: dict[str, Preset] = {
     "generic": Preset("generic", "any other 3D pair, same or different contrast (training-free core)", None,
                       (160, 160, 160), "minmax", None, {},
                       # SAM features did not help the training-free core on the brain dev pairs
-                      # (GM/WM Dice 0.895 with, 0.901 without) and cost the encoding: off here
-                      fast={"encoder_size": 128, "slice_stride": 2, "capture_mm": 20.0, "sam_weight": 0.0}),
+                      # (GM/WM Dice 0.895 with, 0.901 without) and cost the encoding: off here.
+                      # Locally normalised intensity (same-contrast pairs only): CSF/GM/WM 0.811 → 0.822
+                      fast={"encoder_size": 128, "slice_stride": 2, "capture_mm": 20.0, "sam_weight": 0.0,
+                            "intensity_weight": 1.0}),
 }
 
 #: what a user may pass: a preset name, or "auto" (chosen per pair by :func:`choose_preset`)

@@ -118,6 +118,16 @@ def test_fast_core_registers_across_an_inverted_contrast(pair):
     assert _dice(ml, fl, ddf) > before + 0.05
 
 
+def test_intensity_features_only_for_one_contrast(pair):
+    """Locally normalised intensities join MIND for a same-contrast pair and are left out across contrasts."""
+    moving, fixed, ml, fl = pair
+    before = _dice(ml, fl)
+    ddf, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, intensity_weight=0.5)
+    assert info["features"] == ["mind", "intensity"] and _dice(ml, fl, ddf) > before + 0.05
+    ddf, info = fast_optimize_pair(1.0 - moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, intensity_weight=0.5)
+    assert info["features"] == ["mind"] and _dice(ml, fl, ddf) > before + 0.05
+
+
 def test_fast_core_uses_sam_embeddings_and_refines_an_init(pair):
     moving, fixed, ml, fl = pair
     # stand-in embeddings: a smooth random projection of the label one-hot (structure, not intensity)

@@ -116,15 +116,18 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
         fix_parts.append(mf * s)
         groups.append("mind")
     if intensity_weight > 0:
-        # locally normalised intensities (an SSD on them behaves like LNCC); the moving one's sign
-        # follows the global correlation, so an inverted contrast (T2-like onto T1) still matches
-        m = local_normalise(_resample(moving, size), 2)
-        f = local_normalise(_resample(fixed, size), 2)
-        sign = 1.0 if float((m * f).mean()) >= 0 else -1.0
-        s = _unit_scale(m, f) * math.sqrt(intensity_weight)
-        mov_parts.append(m * (s * sign))
-        fix_parts.append(f * s)
-        groups.append("intensity" if sign > 0 else "intensity(inverted)")
+        # locally normalised intensities (an SSD on them behaves like LNCC): for one contrast only.
+        # Across contrasts no sign or scale makes them comparable (a T2-like brain onto a T1 one fell
+        # below identity with them on the dev pairs), so they are left out there: MIND carries it
+        from samir.classical import same_contrast
+
+        if same_contrast(moving, fixed):
+            m = local_normalise(_resample(moving, size), 2)
+            f = local_normalise(_resample(fixed, size), 2)
+            s = _unit_scale(m, f) * math.sqrt(intensity_weight)
+            mov_parts.append(m * s)
+            fix_parts.append(f * s)
+            groups.append("intensity")
     if sam_weight > 0 and moving_embedding is not None and fixed_embedding is not None:
         em, ef = pca_project(moving_embedding.float(), fixed_embedding.float(), feature_channels)
         em, ef = _resample(em, size), _resample(ef, size)
@@ -328,7 +331,8 @@ def fast_optimize_pair(
             as given (not of the pre-warped moving image: it is warped here), spanning their field of
             view; None = MIND-SSC alone.
         sam_weight, mind_weight, intensity_weight: shares of the feature groups in the SSD (SAM PCA,
-            MIND-SSC, locally normalised intensity); feature_channels: SAM PCA channels.
+            MIND-SSC, locally normalised intensity: only when the two images have one contrast,
+            :func:`samir.classical.same_contrast`); feature_channels: SAM PCA channels.
         max_channels: compress the whole stack to this many channels by a per-pair PCA (0 = keep all):
             the warps of every Adam step cost in proportion.
         max_work_voxels, max_search_voxels: size bounds of the working (Adam) and search grids.
