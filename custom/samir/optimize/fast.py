@@ -48,7 +48,7 @@ from samir.optimize.mind import box_filter, mind_ssc
 from samir.optimize.pair import pca_project
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "fit_projection", "coupled_convex_search", "sampled_refinement",
+__all__ = ["fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "sampled_refinement",
            "local_normalise", "mind_cost"]
 
 logger = logging.getLogger(__name__)
@@ -138,31 +138,6 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
     if not groups:
         raise ValueError("no features: give sam/mind weights > 0 (and embeddings for SAM)")
     return torch.cat(mov_parts, 1), torch.cat(fix_parts, 1), groups
-
-
-def fit_projection(moving_features: torch.Tensor, fixed_features: torch.Tensor, channels: int,
-                   max_samples: int = 65536) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A per-pair PCA of two feature stacks (1, C, ...) together → a map (1, C, ...) → (1, channels, ...).
-
-    Fitted on a subsample of the voxels of both; the map keeps the SSD between the two stacks up to
-    the discarded variance (the groups' weights are already in the scaling), so every later step
-    costs ``channels / C`` of what it did. ``channels >= C``: the identity.
-    """
-    c = int(moving_features.shape[1])
-    if channels <= 0 or channels >= c:
-        return lambda x: x
-    x = torch.cat([moving_features.flatten(2)[0].T, fixed_features.flatten(2)[0].T], 0).double()
-    sample = x[:: max(1, x.shape[0] // max_samples)]
-    mean = sample.mean(0, keepdim=True)
-    cov = (sample - mean).T @ (sample - mean) / max(1, sample.shape[0] - 1)
-    basis = torch.linalg.eigh(cov)[1][:, -channels:].flip(1).to(moving_features.dtype)  # (C, k)
-    mean = mean.to(moving_features.dtype)
-
-    def project(feat: torch.Tensor) -> torch.Tensor:
-        flat = feat.flatten(2)[0].T - mean  # (N, C)
-        return (flat @ basis).T.reshape(1, channels, *feat.shape[2:]).contiguous()
-
-    return project
 
 
 def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
@@ -301,7 +276,6 @@ def fast_optimize_pair(
     mind_weight: float = 1.0,
     intensity_weight: float = 0.0,
     feature_channels: int = 12,
-    max_channels: int = 0,
     max_work_voxels: int = 160_000,
     max_search_voxels: int = 40_000,
     capture_mm: float = 20.0,
@@ -333,8 +307,6 @@ def fast_optimize_pair(
         sam_weight, mind_weight, intensity_weight: shares of the feature groups in the SSD (SAM PCA,
             MIND-SSC, locally normalised intensity: only when the two images have one contrast,
             :func:`samir.classical.same_contrast`); feature_channels: SAM PCA channels.
-        max_channels: compress the whole stack to this many channels by a per-pair PCA (0 = keep all):
-            the warps of every Adam step cost in proportion.
         max_work_voxels, max_search_voxels: size bounds of the working (Adam) and search grids.
         capture_mm: search window half-width per axis (mm; at most ``max_radius`` search voxels).
         coupling_scale: multiplies the coupled-convex weights (larger = smoother search result).
@@ -401,10 +373,7 @@ def fast_optimize_pair(
                 em = warp(em, resize_ddf(init, em.shape[2:]))
         fm, ff, groups = feature_stack(mov0, fix, work_size, work_sp, em, emf, sam_weight, mind_weight,
                                        feature_channels, intensity_weight=intensity_weight)
-        project = fit_projection(fm, ff, max_channels)
-        fm, ff = project(fm), project(ff)
         info["features"] = groups
-        info["channels"] = int(fm.shape[1])
         timings["features"] = time.perf_counter() - t
         note(f"features {'+'.join(groups)} on {work_size}")
 
@@ -444,7 +413,6 @@ def fast_optimize_pair(
         with torch.no_grad():
             fmf, fff, _ = feature_stack(mov0, fix, fine_size, fine_sp, em, emf, sam_weight, mind_weight,
                                         feature_channels, intensity_weight=intensity_weight)
-            fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
         p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic)
