@@ -189,6 +189,16 @@ def test_network_then_refinement_by_default_and_no_optimize(pair, weights, tmp_p
     assert _metrics(tmp_path / "b")["method"] == "network"
 
 
+def test_abdomen_starts_from_identity_until_its_network_beats_it(weights):
+    from samir.presets import PRESETS
+
+    assert PRESETS["abdomen"].network_start is False and PRESETS["cardiac"].network_start is True
+    assert Registrar(preset="abdomen", cache_dir=False, device="cpu").method_for("abdomen") == "fast"
+    # weights the user gives are always run
+    assert Registrar(preset="abdomen", weights=str(weights), cache_dir=False, device="cpu").method_for("abdomen") == \
+        "network+fast"
+
+
 def test_guard_keeps_the_most_refined_field_unless_clearly_worse():
     from samir.register import choose_candidate
 

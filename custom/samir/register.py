@@ -92,8 +92,9 @@ class Registrar:
     * a preset **with** trained weights (cardiac, abdomen): the network, then the fast training-free
       refinement on SAM + MIND features (:func:`samir.optimize.fast.fast_optimize_pair`) from the
       network's field; ``optimize=False`` (``--no_optimize``) stops after the network;
-    * a preset **without** weights (generic: any other anatomy), missing weights, or
-      ``from_identity``: the training-free core from identity — never another anatomy's network;
+    * a preset **without** weights (generic: any other anatomy), missing weights, a preset whose
+      weights do not yet beat identity (``network_start=False``: abdomen), or ``from_identity``: the
+      training-free core from identity — never another anatomy's network;
     * a last guard compares the MIND-SSC dissimilarity (contrast-insensitive) of identity, the
       network's field and the refined field against the fixed image and keeps the most refined one
       within ``GUARD_TOLERANCE`` (2 %) of the lowest (:func:`choose_candidate`); the candidates'
@@ -179,6 +180,8 @@ class Registrar:
     def method_for(self, preset_name: str) -> str:
         """What registers a pair of this preset: "network+fast", "network" or "fast" (see the class doc)."""
         if self.from_identity:
+            return "fast"
+        if self._given_network is None and self.weights is None and not PRESETS[preset_name].network_start:
             return "fast"
         if self._given_network is None and self.weights is None and preset_name not in self._networks:
             path = preset_weights(preset_name)
