@@ -102,7 +102,33 @@ def test_choose_threads_leaves_busy_cores_alone(monkeypatch, load, cores, expect
 
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(cli, "busy_cores", lambda: None)  # no /proc/stat: the load average decides
     assert cli.choose_threads() == expected
+    monkeypatch.setattr(cli, "busy_cores", lambda: load)  # measured now
+    assert cli.choose_threads() == expected
+
+
+def test_busy_cores_sees_a_busy_thread():
+    import threading
+    import time
+
+    import samir.cli as cli
+
+    idle = cli.busy_cores(0.3)
+    if idle is None:
+        pytest.skip("no /proc/stat here")
+    stop = time.perf_counter() + 1.0
+
+    def spin():
+        while time.perf_counter() < stop:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    busy = cli.busy_cores(0.3)
+    t.join()
+    assert 0.0 <= idle <= (__import__("os").cpu_count() or 1)
+    assert busy >= 0.6  # the spinning thread fills about one core (our sleeping thread does not count)
 
 
 def test_lean_import_hides_optional_packages_only_inside_the_block():

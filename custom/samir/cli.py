@@ -446,18 +446,45 @@ def lean_import(skip=LEAN_IMPORT_SKIPS):
         sys.meta_path.remove(finder)
 
 
+def busy_cores(interval: float = 0.2) -> float | None:
+    """Cores busy with other work right now: the share of non-idle CPU time in /proc/stat over
+    ``interval`` seconds (this process sleeps meanwhile) times the cores; None where /proc/stat is
+    missing. Unlike the 1-minute load average it does not count jobs that have just finished."""
+    import time
+
+    def sample():
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
 def choose_threads() -> int:
-    """Torch threads for this run: the cores, less those busy with other jobs (1-minute load).
+    """Torch threads for this run: the cores, less those busy with other jobs.
 
     OpenMP threads that share a core with another job wait on each other: on a 2-core machine
-    with one other heavy job, 2 threads ran the optimisation 5× slower than 1 thread.
+    with one other heavy job, 2 threads ran the optimisation 5× slower than 1 thread. Busy cores
+    are measured now (/proc/stat, 0.2 s); the 1-minute load average is the fallback (it still
+    counts a job that ended seconds ago: back-to-back commands then ran on 1 of 2 idle cores).
     """
     cores = os.cpu_count() or 1
-    try:
-        busy = int(os.getloadavg()[0] + 0.5)
-    except OSError:
-        busy = 0
-    return max(1, min(cores, cores - busy))
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
+    return max(1, min(cores, cores - int(busy + 0.5)))
 
 
 class _CurrentStderr(logging.StreamHandler):
