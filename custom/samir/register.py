@@ -89,7 +89,7 @@ class Registrar:
 
     What runs for a pair (``metrics.json`` names it as ``method``):
 
-    * a preset **with** trained weights (cardiac, abdomen): the network, then the fast training-free
+    * a preset **with** trained weights that beat identity (cardiac): the network, then the fast training-free
       refinement on SAM + MIND features (:func:`samir.optimize.fast.fast_optimize_pair`) from the
       network's field; ``optimize=False`` (``--no_optimize``) stops after the network;
     * a preset **without** weights (generic: any other anatomy), missing weights, a preset whose

@@ -53,7 +53,7 @@ METHOD_NAMES = {
     "fast": "SAMIR training-free core (preset defaults)",
     "fast-mind": "SAMIR training-free core, MIND only",
     "fast-sam": "SAMIR training-free core, SAM + MIND",
-    "samir+fast": "SAMIR network + fast refinement (the default)",
+    "samir+fast": "SAMIR network + fast refinement (the cardiac default)",
 }
 #: the registration preset whose network and training-free options suit each data set
 DATASET_PRESETS = {"acdc": "cardiac", "acdc_alt": "cardiac", "abdomen": "abdomen"}
