@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,22 +12,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
+from samir.tools.label_timing import label_server
 
 pytestmark = pytest.mark.slow  # fits a tiny model and starts a server: ~3 min on 2 CPU cores
 
-REPO = Path(__file__).resolve().parents[2]
-APP = REPO / "custom" / "samir_label"
 MODEL = "samir_registration"
 AUTO = "latest labelled (auto)"
 TIMINGS: dict[str, float] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _snapshot(root: Path, skip: tuple[str, ...]) -> dict[str, float]:
@@ -56,43 +44,12 @@ def server(acdc_crop, tiny_weights, tmp_path_factory):
     (studies / "zz_corrupt.nii.gz").write_bytes(b"\x1f\x8b not really a gzipped NIfTI")  # labelled, unreadable
     shutil.copy(acdc_crop["ed_gt"], studies / "labels" / "final" / "zz_corrupt.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((16, 16), np.float32), np.eye(4)), studies / "flat_image.nii.gz")  # 2D
-    app = root / "app"
-    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
 
-    port = _free_port()
-    venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MONAI_LABEL_SESSION_PATH": str(root / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false"}
-    cmd = [str(venv_bin / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
-           "--host", "127.0.0.1", "--port", str(port), "--conf", "weights", str(tiny_weights),
-           "--conf", "preset", "cardiac", "--conf", "encoder", "tiny", "--conf", "device", "cpu",
-           "--conf", "cache_dir", "false"]
-    log = open(root / "server.log", "wb")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(tmp_path_factory.mktemp("client")))
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}):\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                client.info()
-                break
-            except (OSError, MONAILabelClientException):
-                if time.perf_counter() - start > 300:
-                    raise RuntimeError(f"server not up in 300 s:\n{(root / 'server.log').read_text()[-3000:]}") from None
-                time.sleep(0.5)
-        TIMINGS["server_start_s"] = time.perf_counter() - start
-        yield {"client": client, "root": root, "studies": studies, "ed": ed, "es": es, "data": acdc_crop,
-               "url": f"http://127.0.0.1:{port}"}
-    finally:
-        os.killpg(proc.pid, 15)  # the server's own process group (start_new_session): uvicorn and its workers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
-        print(f"\nlabel server timings: { {k: round(v, 2) for k, v in TIMINGS.items()} }")
+    conf = {"weights": str(tiny_weights), "preset": "cardiac", "encoder": "tiny", "device": "cpu", "cache_dir": "false"}
+    with label_server(studies, root, conf, timeout_s=300) as (client, url, started):
+        TIMINGS["server_start_s"] = started
+        yield {"client": client, "root": root, "studies": studies, "ed": ed, "es": es, "data": acdc_crop, "url": url}
+    print(f"\nlabel server timings: { {k: round(v, 2) for k, v in TIMINGS.items()} }")
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

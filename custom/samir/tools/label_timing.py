@@ -11,6 +11,7 @@ Server start-up is reported apart: a server starts once for a whole session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["time_label_server"]
+__all__ = ["label_server", "time_label_server"]
 
 APP = Path(__file__).resolve().parents[2] / "samir_label"
 MODEL = "samir_registration"
@@ -52,13 +53,59 @@ def _dice_mean(served: str, truth: str, label_values: dict) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+@contextlib.contextmanager
+def label_server(studies: Path, work_dir: Path, conf: dict[str, str] | None = None, timeout_s: float = 300.0):
+    """A ``monailabel start_server`` of the SAMIR app (a copy in ``work_dir``) on ``studies``, ready.
+
+    Yields ``(client, url, start_seconds)``: a ``MONAILabelClient`` once the server answers
+    ``info``, its URL and how long start-up took. ``conf``: the app's ``--conf`` options. The
+    server runs in its own process group and is stopped (uvicorn and its workers) on exit; a
+    server that exits or does not answer in ``timeout_s`` raises ``RuntimeError`` with its log's tail.
+    """
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+    work_dir = Path(work_dir)
+    app = work_dir / "app"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    port = _free_port()
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MONAI_LABEL_SESSION_PATH": str(work_dir / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    cmd = [str(venv_bin / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+           "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", str(key), str(value)]
+    log_path = work_dir / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        client = MONAILabelClient(url, tmpdir=str(work_dir / "client"))
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+                try:
+                    client.info()
+                    break
+                except (OSError, MONAILabelClientException):
+                    if time.perf_counter() - start > timeout_s:
+                        raise RuntimeError(f"server not up in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}") from None
+                    time.sleep(0.5)
+            yield client, url, time.perf_counter() - start
+        finally:
+            os.killpg(proc.pid, 15)  # the server's own process group (start_new_session)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+
+
 def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: str | None = None,
                       repeats: int = 3, device: str = "cpu", cache_dir: str = "false",
                       timeout_s: float = 600.0) -> dict:
     """Start a server on the pair, infer ``repeats`` times, stop it; returns the timings (and Dice)."""
-    from monailabel.client import MONAILabelClient
-    from monailabel.client.client import MONAILabelClientException
-
     fixed_p, moving_p, label_p = (Path(p).expanduser().resolve() for p in (fixed, moving, moving_label))
     for what, p in (("fixed", fixed_p), ("moving", moving_p), ("moving_label", label_p)):
         if not p.is_file():
@@ -71,32 +118,10 @@ def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: s
     shutil.copy(fixed_p, studies / fixed_p.name)
     shutil.copy(moving_p, studies / moving_p.name)
     shutil.copy(label_p, studies / "labels" / "final" / moving_p.name)
-    app = root / "app"
-    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
-    port = _free_port()
-    venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MONAI_LABEL_SESSION_PATH": str(root / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false"}
-    cmd = [str(venv_bin / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
-           "--host", "127.0.0.1", "--port", str(port), "--conf", "device", device, "--conf", "cache_dir", cache_dir]
-    log_path = root / "server.log"
     result: dict = {"fixed": _study_name(fixed_p), "moving": _study_name(moving_p)}
-    with open(log_path, "wb") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(root / "client"))
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-                try:
-                    client.info()
-                    break
-                except (OSError, MONAILabelClientException):
-                    if time.perf_counter() - start > timeout_s:
-                        raise RuntimeError(f"server not up in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}") from None
-                    time.sleep(0.5)
-            result["server_start_s"] = time.perf_counter() - start
+    try:
+        with label_server(studies, root, {"device": device, "cache_dir": cache_dir}, timeout_s) as (client, _, started):
+            result["server_start_s"] = started
             seconds = []
             for _ in range(max(1, int(repeats))):
                 t0 = time.perf_counter()
@@ -108,13 +133,8 @@ def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: s
             if fixed_label:
                 result["dice_mean"] = _dice_mean(label_file, str(Path(fixed_label).expanduser()),
                                                  info.get("label_values") or {})
-        finally:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-    shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 
