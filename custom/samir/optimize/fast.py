@@ -116,18 +116,14 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
         fix_parts.append(mf * s)
         groups.append("mind")
     if intensity_weight > 0:
-        # locally normalised intensities (an SSD on them behaves like LNCC): for one contrast only.
-        # Across contrasts no sign or scale makes them comparable (a T2-like brain onto a T1 one fell
-        # below identity with them on the dev pairs), so they are left out there: MIND carries it
-        from samir.classical import same_contrast
-
-        if same_contrast(moving, fixed):
-            m = local_normalise(_resample(moving, size), 2)
-            f = local_normalise(_resample(fixed, size), 2)
-            s = _unit_scale(m, f) * math.sqrt(intensity_weight)
-            mov_parts.append(m * s)
-            fix_parts.append(f * s)
-            groups.append("intensity")
+        # locally normalised intensities (an SSD on them behaves like LNCC): for one contrast only
+        # (fast_optimize_pair leaves them out across contrasts)
+        m = local_normalise(_resample(moving, size), 2)
+        f = local_normalise(_resample(fixed, size), 2)
+        s = _unit_scale(m, f) * math.sqrt(intensity_weight)
+        mov_parts.append(m * s)
+        fix_parts.append(f * s)
+        groups.append("intensity")
     if sam_weight > 0 and moving_embedding is not None and fixed_embedding is not None:
         em, ef = pca_project(moving_embedding.float(), fixed_embedding.float(), feature_channels)
         em, ef = _resample(em, size), _resample(ef, size)
@@ -397,6 +393,14 @@ def fast_optimize_pair(
     with torch.no_grad():
         t = time.perf_counter()
         mov0 = warp(mov, init) if has_init else mov
+        if intensity_weight > 0:
+            # across contrasts no sign or scale makes intensities comparable (a T2-like brain onto a T1
+            # one fell below identity with them on the dev pairs): MIND carries those pairs alone
+            from samir.classical import same_contrast
+
+            if not same_contrast(mov0, fix):
+                intensity_weight = 0.0
+                info["intensity"] = "left out: different contrasts"
         em = emf = None
         if moving_embedding is not None and fixed_embedding is not None and sam_weight > 0:
             em = _as_plain(moving_embedding, dev)

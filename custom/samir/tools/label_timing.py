@@ -143,7 +143,11 @@ def main(fixed: str, moving: str, moving_label: str, fixed_label: str | None = N
     """Print the table (see the module docstring)."""
     from samir.encoders.fastpath import cpu_info
 
-    r = time_label_server(fixed, moving, moving_label, fixed_label, repeats, device, cache_dir)
+    try:
+        r = time_label_server(fixed, moving, moving_label, fixed_label, repeats, device, cache_dir)
+    except (OSError, ValueError, RuntimeError) as err:  # a missing file, one image twice, a server that failed
+        print(f"label_timing: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     info = cpu_info()
     print(f"CPU: {info['cpu']} ({info['capability']}, native bf16 {info['native_bf16']}), load {os.getloadavg()[0]:.1f}")
     print("| what | seconds |\n|---|---|")
