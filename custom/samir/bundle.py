@@ -111,9 +111,40 @@ def limit(items: Sequence, n: int | None) -> list:
     return items[: int(n)]
 
 
-def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
-    """With ``resume_from`` (a ``last_checkpoint_*.pt`` of this bundle), restore network, optimiser and
-    trainer state (epoch, iteration) before the run starts; without it do nothing."""
+class ValidationState:
+    """The validation's best so far as one entry of the ``last_checkpoint_*.pt`` (train.json's
+    ``train#checkpointer``): the evaluator's ``best_metric`` / ``best_metric_epoch`` and the key-metric
+    ``CheckpointSaver``'s list of what it kept. Without it a resumed run starts at best -1, so its first
+    validation overwrites ``model.pt`` with a worse network and the export names the wrong best epoch.
+    """
+
+    def __init__(self, evaluator, saver=None):
+        self.evaluator = evaluator
+        self.saver = saver
+
+    def _key_checkpoint(self):
+        return getattr(self.saver, "_key_metric_checkpoint", None) if self.saver is not None else None
+
+    def state_dict(self) -> dict:
+        state = {"best_metric": float(self.evaluator.state.best_metric),
+                 "best_metric_epoch": int(self.evaluator.state.best_metric_epoch)}
+        checkpoint = self._key_checkpoint()
+        if checkpoint is not None:
+            state["saved"] = [[float(priority), str(filename)] for priority, filename in checkpoint.state_dict()["_saved"]]
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.evaluator.state.best_metric = float(state["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state["best_metric_epoch"])
+        checkpoint = self._key_checkpoint()
+        if checkpoint is not None and state.get("saved"):
+            checkpoint.load_state_dict({"_saved": [(float(priority), str(filename)) for priority, filename in state["saved"]]})
+
+
+def attach_resume(trainer, resume_from: str | None, network, optimizer=None, validation: ValidationState | None = None):
+    """With ``resume_from`` (a ``last_checkpoint_*.pt`` of this bundle), restore network, optimiser,
+    trainer state (epoch, iteration) and, when the checkpoint has it, the validation's best so far
+    (``validation``, a :class:`ValidationState`) before the run starts; without it do nothing."""
     if not resume_from:
         return None
     state = read_state(resume_from)
@@ -127,6 +158,10 @@ def attach_resume(trainer, resume_from: str | None, network, optimizer=None):
         max_epochs = trainer.state.max_epochs  # the run's own budget, not the checkpoint's
         trainer.load_state_dict(state["trainer"])
         trainer.state.max_epochs = max(max_epochs or 0, trainer.state.epoch)
+    if validation is not None and "validation" in state:
+        validation.load_state_dict(state["validation"])
+        logger.info(f"resumed: best validation {validation.evaluator.state.best_metric:.4f} "
+                    f"at epoch {validation.evaluator.state.best_metric_epoch}")
     return trainer
 
 

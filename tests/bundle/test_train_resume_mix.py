@@ -72,6 +72,35 @@ def test_stop_and_resume_restores_epoch_iteration_optimizer(acdc_root, tmp_path)
     wf2.finalize()
 
 
+def test_resume_keeps_the_best_validation(acdc_root, tmp_path):
+    """The best validation so far travels in the last checkpoint: a resumed run whose validation is worse
+    than the best before the stop neither overwrites model.pt nor reports its own epoch as the best."""
+    out = tmp_path / "best"
+    wf = _workflow(**_common(acdc_root, out, num_epochs=1))
+    wf.run()
+    best = float(wf.parser.get_parsed_content("validate#evaluator").state.best_metric)
+    wf.finalize()
+    assert best > 0
+    last = sorted(out.glob("last_checkpoint_*.pt"))[0]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["validation"]["best_metric"] == pytest.approx(best) and saved["validation"]["best_metric_epoch"] == 1
+    assert [p for p, _ in saved["validation"]["saved"]] == [pytest.approx(best)]  # the key-metric saver's list
+    # pretend the stopped run had validated better than any network can: nothing after the resume may beat it
+    saved["validation"]["best_metric"] = 2.0
+    saved["validation"]["saved"] = [[2.0, saved["validation"]["saved"][0][1]]]
+    torch.save(saved, last)
+    model_bytes = (out / "model.pt").read_bytes()
+
+    wf2 = _workflow(**_common(acdc_root, out, num_epochs=2, resume_from=str(last)))
+    evaluator2 = wf2.parser.get_parsed_content("validate#evaluator")
+    assert evaluator2.state.best_metric == 2.0 and evaluator2.state.best_metric_epoch == 1
+    wf2.run()
+    assert wf2.parser.get_parsed_content("train#trainer").state.epoch == 2
+    assert evaluator2.state.best_metric == 2.0 and evaluator2.state.best_metric_epoch == 1
+    assert (out / "model.pt").read_bytes() == model_bytes, "a worse validation after the resume overwrote model.pt"
+    wf2.finalize()
+
+
 def test_budget_stops_at_epoch_end(acdc_root, tmp_path):
     wf = _workflow(**_common(acdc_root, tmp_path / "budget", num_epochs=5, max_iterations=2, val_interval=10))
     wf.run()
