@@ -417,12 +417,15 @@ LEAN_IMPORT_SKIPS = frozenset({
     "mlflow", "ignite", "torchvision", "pandas", "sklearn", "matplotlib", "tifffile", "fastapi", "gdown",
     "transformers", "clearml", "tensorboard", "tensorboardX", "optuna", "onnx", "onnxruntime", "zarr", "h5py",
     "openslide", "cucim", "cupy", "skimage", "imagecodecs", "polygraphy", "lpips",
+    # scipy.signal (and the scipy.stats it imports): only MONAI's ultrasound and signal transforms use it
+    "scipy.signal",
 })
 
 
 @contextlib.contextmanager
 def lean_import(skip=LEAN_IMPORT_SKIPS):
-    """Import inside this block with the optional packages in ``skip`` hidden (as if not installed).
+    """Import inside this block with the optional packages in ``skip`` hidden (as if not installed;
+    a dotted name hides that sub-package and its own sub-packages only).
 
     MONAI probes every optional dependency it knows when it is first imported; hidden, they cost
     nothing and MONAI carries on without them (it treats them all as optional). Only the
@@ -435,7 +438,7 @@ def lean_import(skip=LEAN_IMPORT_SKIPS):
 
     class _Hide(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in skip:
+            if any(name == s or name.startswith(s + ".") for s in skip):
                 raise ModuleNotFoundError(f"No module named {name!r} (hidden while importing MONAI)", name=name)
             return None
 
