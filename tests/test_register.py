@@ -227,3 +227,41 @@ def test_batch_registers_every_pair_and_reports_a_bad_one(pair, tmp_path):
     assert "missing.nii.gz" in rows[1]["error"]
     assert (tmp_path / "out" / "good" / "metrics.json").is_file()
     assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_model_grid_and_core_grid():
+    """The abdominal network runs at its 8 mm training grid; the core refines on a finer grid (2 mm CT: 4 mm)."""
+    from samir.presets import PRESETS
+    from samir.register import core_grid, model_grid
+
+    abdomen, cardiac = PRESETS["abdomen"], PRESETS["cardiac"]
+    size = model_grid(abdomen, (192, 160, 256), (2.0, 2.0, 2.0))
+    assert size == (48, 40, 64)
+    assert core_grid(abdomen, (192, 160, 256), (2.0, 2.0, 2.0), size) == (96, 80, 128)
+    # cardiac: native grid for both (nothing finer to gain)
+    size = model_grid(cardiac, (224, 252, 12), (1.4, 1.4, 10.0))
+    assert size == (224, 252, 12) and core_grid(cardiac, (224, 252, 12), (1.4, 1.4, 10.0), size) == size
+    # an abdomen already at 8 mm: the model grid is the image's, the core stays there
+    size = model_grid(abdomen, (48, 40, 64), (8.0, 8.0, 8.0))
+    assert size == (48, 40, 64) and core_grid(abdomen, (48, 40, 64), (8.0, 8.0, 8.0), size) == size
+
+
+def test_abdomen_network_on_its_grid_core_on_a_finer_one(weights, tmp_path):
+    """A 4 mm CT-like pair: the network sees 8 mm (half the grid), the core and the guard the 4 mm grid."""
+    rng = np.random.default_rng(1)
+    body = np.full((40, 32, 36), -1000.0, np.float32)
+    body[6:34, 5:27, 4:32] = 40.0
+    organ = np.zeros_like(body, dtype=np.uint8)
+    organ[14:26, 10:22, 10:26] = 1
+    fixed = body + 300.0 * organ + 10 * rng.standard_normal(body.shape).astype(np.float32)
+    moving = np.roll(fixed, 3, axis=0)
+    aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    paths = {k: _nifti(tmp_path / f"{k}.nii.gz", v, aff) for k, v in
+             (("fixed", fixed), ("moving", moving), ("fixed_label", organ), ("moving_label", np.roll(organ, 3, axis=0)))}
+    reg = Registrar(preset="abdomen", weights=str(weights), cache_dir=False, device="cpu")
+    reg.register_files(paths["fixed"], paths["moving"], tmp_path / "out", moving_label=paths["moving_label"],
+                       fixed_label=paths["fixed_label"])
+    m = _metrics(tmp_path / "out")
+    assert m["model_grid"] == [20, 16, 18] and m["core_grid"] == [40, 32, 36]
+    assert m["method"] == "network+fast" and set(m["guard"]["mind_cost"]) == {"identity", "network", "refined"}
+    assert m["dice_mean"] > m["dice_mean_before"] + 0.1

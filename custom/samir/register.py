@@ -7,10 +7,11 @@ Steps (all outputs end on the **fixed image's own grid, with its affine**):
 1. load and check both images (and labels): 3D, finite, labels on their image's grid;
 2. resample the moving image (and label) onto the fixed grid through the affines (world
    coordinates), so a pair of any sizes and spacings starts from its scanner alignment;
-3. resize both to the preset's model grid (e.g. 4 mm for abdominal CT; the native grid for
-   cardiac MRI), scale intensities as in training;
-4. predict the DDF (``samir.spatial`` conventions) with the network (optionally refined by
-   instance optimisation), resample it back to the fixed grid;
+3. resize both to the preset's model grid (8 mm for abdominal CT, as its network was trained; the
+   native grid for cardiac MRI), scale intensities as in training;
+4. predict the DDF (``samir.spatial`` conventions) with the network, refined by the training-free
+   core on the core grid (the model grid, or 4 mm for 2 mm abdominal CT), resample it back to the
+   fixed grid;
 5. warp, score and write the outputs atomically into the output folder.
 """
 
@@ -36,7 +37,8 @@ from samir.model_files import load_model
 from samir.presets import PRESETS, Preset, check_preset, choose_preset, preset_weights
 from samir.spatial import resize_ddf, warp_image, warp_label
 
-__all__ = ["Registrar", "RegistrationResult", "check_out_dir", "choose_candidate", "register_batch"]
+__all__ = ["Registrar", "RegistrationResult", "check_out_dir", "choose_candidate", "core_grid", "model_grid",
+           "register_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,27 @@ class RegistrationResult:
 # dev pairs (native grid, 6 pairs): the network's field cost 1.4–1.6 % *more* than identity on pairs where
 # its Dice was 0.02–0.07 higher; a field that is really wrong (another anatomy's network) costs far more.
 GUARD_TOLERANCE = 0.02
+
+
+def model_grid(preset: Preset, shape, spacing) -> tuple[int, int, int]:
+    """The preset's model grid for an image of ``shape`` voxels of ``spacing`` mm: the network's and the
+    SAM encoder's grid (the preset's voxel size if it has one, then at most its ``max_size``)."""
+    shape = np.array([float(s) for s in shape], dtype=float)
+    if preset.spacing is not None:
+        shape = shape * np.array([float(z) for z in spacing], dtype=float) / np.array(preset.spacing)
+    scale = min(1.0, *(m / s for m, s in zip(preset.max_size, shape)))
+    return tuple(max(8, int(round(s * scale))) for s in shape)
+
+
+def core_grid(preset: Preset, shape, spacing, model_size) -> tuple[int, int, int]:
+    """The training-free core's grid: the model grid, or, where the preset's voxel size makes that
+    grid coarser than the image (abdominal CT: 8 mm for the network), the image's own grid reduced
+    to the core's ``max_fine_voxels``, so its last stage compares finer features than the network saw."""
+    from samir.optimize.fast import reduced_grid
+
+    max_voxels = int(preset.fast.get("max_fine_voxels", 2_000_000))
+    native, _ = reduced_grid(tuple(int(s) for s in shape), tuple(float(z) for z in spacing), max_voxels)
+    return native if math.prod(native) > math.prod(model_size) else tuple(int(s) for s in model_size)
 
 
 def choose_candidate(costs: dict[str, float], tolerance: float = GUARD_TOLERANCE) -> str:
@@ -203,12 +226,7 @@ class Registrar:
         return header, array
 
     def _to_model_grid(self, preset: Preset, header) -> tuple[int, int, int]:
-        shape = np.array(header.spatial_shape, dtype=float)
-        if preset.spacing is not None:
-            zooms = np.array(header.zooms[:3], dtype=float)
-            shape = shape * zooms / np.array(preset.spacing)
-        scale = min(1.0, *(m / s for m, s in zip(preset.max_size, shape)))
-        return tuple(max(8, int(round(s * scale))) for s in shape)
+        return model_grid(preset, header.spatial_shape, header.zooms[:3])
 
     @staticmethod
     def _scale_intensity(x: torch.Tensor, intensity) -> torch.Tensor:
@@ -224,32 +242,45 @@ class Registrar:
                     report: dict | None = None, scale_intensity: bool = True) -> torch.Tensor:
         """DDF (1, 3, *fixed grid) in fixed voxels from raw-intensity images (1, 1, *fixed grid).
 
-        ``size``: the model grid; ``spacing``: the fixed grid's voxel size (mm). ``report`` (a dict)
-        receives the method, the guard's costs and per-stage seconds. ``scale_intensity=False``:
-        the images are already scaled as the preset's network expects (a data set's MONAI chain).
+        ``size``: the model grid (:func:`model_grid`: the network and the SAM encoder run there);
+        the training-free core and the last guard run on :func:`core_grid` (the model grid, or a
+        finer one where the preset's voxel size is coarse). ``spacing``: the fixed grid's voxel size
+        (mm). ``report`` (a dict) receives the method, the guard's costs and per-stage seconds.
+        ``scale_intensity=False``: the images are already scaled as the preset's network expects (a
+        data set's MONAI chain).
         """
         from samir.optimize.fast import fast_optimize_pair, mind_cost, reduced_grid
 
         preset = PRESETS[preset_name]
         report = {} if report is None else report
+        native = tuple(int(n) for n in fixed.shape[2:])
+        size = tuple(int(n) for n in size)
         spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
-        model_spacing = tuple(sp * n / m for sp, n, m in zip(spacing, fixed.shape[2:], size))
-        f = torch.nn.functional.interpolate(fixed, size=size, mode="trilinear", align_corners=False)
-        m = torch.nn.functional.interpolate(moving_on_fixed, size=size, mode="trilinear", align_corners=False)
-        if scale_intensity:
-            f, m = self._scale_intensity(f[0], preset.intensity)[None], self._scale_intensity(m[0], preset.intensity)[None]
-        f, m = f.float().to(self.device), m.float().to(self.device)
         fast_options = {**preset.fast, **self.fast_options}
         method = self.method_for(preset_name)
         report["method"] = method
+
+        def on_grid(grid):  # both images resized to ``grid`` and scaled as the preset's network expects
+            f = torch.nn.functional.interpolate(fixed, size=grid, mode="trilinear", align_corners=False)
+            m = torch.nn.functional.interpolate(moving_on_fixed, size=grid, mode="trilinear", align_corners=False)
+            if scale_intensity:
+                f, m = self._scale_intensity(f[0], preset.intensity)[None], self._scale_intensity(m[0], preset.intensity)[None]
+            return f.float().to(self.device), m.float().to(self.device), tuple(sp * n / g for sp, n, g in zip(spacing, native, grid))
+
+        f, m, model_spacing = on_grid(size)
+        # the core may work on a finer grid than the network (abdomen: 8 mm network, 4 mm core)
+        work = size if method == "network" else core_grid(preset, native, spacing, size)
+        fc, mc, work_spacing = (f, m, model_spacing) if work == size else on_grid(work)
+        if work != size:
+            report["core_grid"] = list(work)
         seconds: dict[str, float] = {}
-        candidates: dict[str, torch.Tensor] = {"identity": m.new_zeros((1, 3, *size))}
+        candidates: dict[str, torch.Tensor] = {"identity": m.new_zeros((1, 3, *work))}
         em = ef = encoder = None
         if method.startswith("network"):
             t = time.perf_counter()
             net = self.network(preset_name)
             with torch.no_grad():
-                candidates["network"] = net(torch.cat([m, f], dim=1))
+                candidates["network"] = resize_ddf(net(torch.cat([m, f], dim=1)), work)
             seconds["network"] = time.perf_counter() - t
             encoder = net.sam_encoder if method == "network+fast" else None
         elif fast_options.get("sam_weight", 1.0) > 0:
@@ -257,7 +288,7 @@ class Registrar:
         if fast_options.get("sam_weight", 1.0) <= 0:
             encoder = None  # the core runs on MIND alone for this preset: no encoding at all
         if method != "network":
-            if encoder is not None:
+            if encoder is not None:  # on the model grid: the embeddings span the field of view, any grid
                 t = time.perf_counter()
                 with torch.no_grad():
                     em, ef = encoder(m), encoder(f)
@@ -267,7 +298,7 @@ class Registrar:
             if self.iterations is not None:
                 options["iterations"] = int(self.iterations)
             init = candidates.get("network")
-            ddf, info = fast_optimize_pair(m, f, spacing=model_spacing, init_ddf=init, moving_embedding=em,
+            ddf, info = fast_optimize_pair(mc, fc, spacing=work_spacing, init_ddf=init, moving_embedding=em,
                                            fixed_embedding=ef, progress=self._note, **options)
             candidates["refined"] = ddf
             seconds.update({f"fast_{k}": v for k, v in info["seconds"].items() if k != "total"})
@@ -276,8 +307,8 @@ class Registrar:
         # last guard: the candidate most similar to the fixed image (MIND-SSC: any contrast) wins
         t = time.perf_counter()
         with torch.no_grad():
-            grid, grid_sp = reduced_grid(size, model_spacing, 400_000)
-            costs = {name: mind_cost(warp_image(m, d) if name != "identity" else m, f, grid, grid_sp)
+            grid, grid_sp = reduced_grid(work, work_spacing, 400_000)
+            costs = {name: mind_cost(warp_image(mc, d) if name != "identity" else mc, fc, grid, grid_sp)
                      for name, d in candidates.items()}
         best = choose_candidate(costs, GUARD_TOLERANCE)
         seconds["guard"] = time.perf_counter() - t
@@ -287,7 +318,7 @@ class Registrar:
         if best != list(candidates)[-1]:
             logger.info(f"guard: kept the {best} field (MIND cost {costs[best]:.4f}) over the "
                         f"{list(candidates)[-1]} one ({costs[list(candidates)[-1]]:.4f})")
-        return resize_ddf(torch.as_tensor(candidates[best]).cpu(), tuple(fixed.shape[2:]))
+        return resize_ddf(torch.as_tensor(candidates[best]).cpu(), native)
 
     def _note(self, message: str) -> None:
         """A progress line: INFO when ``progress`` (the CLI shows samir's INFO lines on stderr), else DEBUG."""
@@ -337,7 +368,8 @@ class Registrar:
 
         warped = warp_image(moving_on_fixed, ddf)
         metrics: dict = {"preset": preset_name, "method": report["method"], "register_seconds": register_seconds,
-                         "model_grid": list(model_size), "guard": report["guard"],
+                         "model_grid": list(model_size), **({"core_grid": report["core_grid"]} if "core_grid" in report else {}),
+                         "guard": report["guard"],
                          "stage_seconds": report["stage_seconds"], **({"fast": report["fast"]} if "fast" in report else {})}
         warped_label = None
         if moving_label_on_fixed is not None:

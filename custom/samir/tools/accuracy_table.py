@@ -73,10 +73,24 @@ def _network(path, what):
     return load_model(path, what=what).eval()
 
 
-def _net_fn(net):
+def _net_fn(net, dataset: str):
+    """register_fn of a network alone, run on its preset's model grid (as ``samir register`` runs it: the
+    abdominal networks see 8 mm), its DDF resampled to the chain's grid; no guard, the raw network."""
+    from samir.presets import PRESETS
+    from samir.register import model_grid
+    from samir.spatial import resize_ddf
+    from samir.training import spacing_of
+
+    preset = PRESETS[DATASET_PRESETS.get(dataset, "generic")]
+
     def fn(moving, fixed):
+        grid = tuple(int(s) for s in fixed.shape[2:])
+        size = model_grid(preset, grid, spacing_of(fixed) or (1.0, 1.0, 1.0))
+        if size != grid:
+            moving, fixed = (torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+                             for x in (moving, fixed))
         with torch.no_grad():
-            return net(torch.cat([moving, fixed], dim=1))
+            return resize_ddf(net(torch.cat([moving, fixed], dim=1)), grid)
 
     return fn
 
@@ -109,7 +123,8 @@ def _peer_fn(method: str, metric: str, kwargs: dict):
 
 def _registrar_fn(dataset: str, method: str, weights, cache_dir, iterations):
     """register_fn for the rows that run :class:`samir.register.Registrar` on the chain's tensors."""
-    from samir.register import Registrar
+    from samir.presets import PRESETS
+    from samir.register import Registrar, model_grid
     from samir.training import spacing_of
 
     preset = DATASET_PRESETS.get(dataset, "generic")
@@ -118,10 +133,10 @@ def _registrar_fn(dataset: str, method: str, weights, cache_dir, iterations):
                     device="cpu", from_identity=method != "samir+fast", iterations=iterations, verbose=False,
                     fast_options=options)
 
-    def fn(moving, fixed):
+    def fn(moving, fixed):  # the model grid of samir register (the abdominal network's 8 mm)
         spacing = spacing_of(fixed) or (1.0, 1.0, 1.0)
-        return reg.predict_ddf(fixed.float(), moving.float(), preset, tuple(fixed.shape[2:]), spacing=spacing,
-                               scale_intensity=False)
+        size = model_grid(PRESETS[preset], fixed.shape[2:], spacing)
+        return reg.predict_ddf(fixed.float(), moving.float(), preset, size, spacing=spacing, scale_intensity=False)
 
     return fn
 
@@ -222,7 +237,7 @@ def run_benchmark(
         label = METHOD_NAMES.get(method) or (f"network '{net_name}'" + (" + fast refinement" if refine else ""))
         if net_name is not None:
             fn = (_registrar_fn(dataset, "samir+fast", networks[net_name], cache_dir, iterations) if refine
-                  else _net_fn(_network(networks[net_name], f"network '{net_name}'")))
+                  else _net_fn(_network(networks[net_name], f"network '{net_name}'"), dataset))
         elif method == "identity":
             fn = identity_register
         elif method == "demons":
@@ -243,7 +258,7 @@ def run_benchmark(
             if not baseline_weights.is_file():
                 print(f"note: skipping '{label}': no weights at {baseline_weights}")
                 continue
-            fn = _net_fn(_network(baseline_weights, "the no-SAM baseline"))
+            fn = _net_fn(_network(baseline_weights, "the no-SAM baseline"), dataset)
         elif method in ("samir", "samir+opt"):
             if samir_net is None and weights.is_file():
                 samir_net = _network(weights, "SAMIR")
@@ -257,7 +272,7 @@ def run_benchmark(
                 def fn(moving, fixed):
                     return optimize_pair(moving, fixed, sam_encoder=sam_encoder(), iterations=iterations)
             elif method == "samir":
-                fn = _net_fn(samir_net)
+                fn = _net_fn(samir_net, dataset)
             else:
                 net = samir_net
 
