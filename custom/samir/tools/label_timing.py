@@ -3,10 +3,13 @@
 ``python -m samir.tools.label_timing FIXED MOVING MOVING_LABEL [--fixed_label GT] [--repeats 3]``
 starts ``monailabel start_server`` with the SAMIR app (shipped weights, the preset chosen from the
 image) on a temporary studies folder holding the pair, then times ``MONAILabelClient.infer``: the
-first request (cold: encoder weights loaded, embeddings computed) and the next ones (warm server;
-the embedding cache is per server and off unless ``--cache_dir`` is given, so each request encodes
-again). Prints a table of seconds and, with ``--fixed_label``, the Dice of the served label.
-Server start-up is reported apart: a server starts once for a whole session.
+first request (cold: encoder weights loaded, embeddings computed) and the next ones on the same
+pair (warm server; the disk cache is off unless ``--cache_dir`` is given, but the encoder keeps the
+last two volumes in memory, so these requests do not encode again). With ``--next_fixed``,
+``--next_moving`` and ``--next_moving_label`` (another pair: an annotator's next case), one more
+request on it times the warm server on images it has not encoded yet. Prints a table of seconds
+and, with ``--fixed_label``, the Dice of the served label. Server start-up is reported apart: a
+server starts once for a whole session.
 """
 
 from __future__ import annotations
@@ -102,22 +105,37 @@ def label_server(studies: Path, work_dir: Path, conf: dict[str, str] | None = No
                 os.killpg(proc.pid, 9)
 
 
+def _pair_paths(fixed, moving, moving_label, prefix: str = "") -> tuple[Path, Path, Path]:
+    paths = tuple(Path(p).expanduser().resolve() for p in (fixed, moving, moving_label))
+    for what, p in zip(("fixed", "moving", "moving_label"), paths):
+        if not p.is_file():
+            raise FileNotFoundError(f"{prefix}{what}: no file at {p}")
+    if _study_name(paths[0]) == _study_name(paths[1]):
+        raise ValueError(f"{prefix}fixed and {prefix}moving: give two different images")
+    return paths
+
+
 def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: str | None = None,
                       repeats: int = 3, device: str = "cpu", cache_dir: str = "false",
-                      timeout_s: float = 600.0) -> dict:
-    """Start a server on the pair, infer ``repeats`` times, stop it; returns the timings (and Dice)."""
-    fixed_p, moving_p, label_p = (Path(p).expanduser().resolve() for p in (fixed, moving, moving_label))
-    for what, p in (("fixed", fixed_p), ("moving", moving_p), ("moving_label", label_p)):
-        if not p.is_file():
-            raise FileNotFoundError(f"{what}: no file at {p}")
-    if _study_name(fixed_p) == _study_name(moving_p):
-        raise ValueError("fixed and moving: give two different images")
+                      timeout_s: float = 600.0, next_pair: tuple[str, str, str] | None = None) -> dict:
+    """Start a server on the pair, infer ``repeats`` times (then once on ``next_pair``: fixed, moving,
+    moving label of images the server has not seen), stop it; returns the timings (and Dice)."""
+    pairs = [_pair_paths(fixed, moving, moving_label)]
+    if next_pair is not None:
+        if len(next_pair) != 3:
+            raise ValueError(f"next_pair: expected (fixed, moving, moving_label), got {next_pair!r}")
+        pairs.append(_pair_paths(*next_pair, prefix="next_"))
+        names = [_study_name(p) for pair in pairs for p in pair[:2]]
+        if len(set(names)) != 4:
+            raise ValueError(f"next_pair: expected two images other than the first pair's, got {names[2:]}")
     root = Path(tempfile.mkdtemp(prefix="samir-label-timing-"))
     studies = root / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
-    shutil.copy(fixed_p, studies / fixed_p.name)
-    shutil.copy(moving_p, studies / moving_p.name)
-    shutil.copy(label_p, studies / "labels" / "final" / moving_p.name)
+    for fixed_p, moving_p, label_p in pairs:
+        shutil.copy(fixed_p, studies / fixed_p.name)
+        shutil.copy(moving_p, studies / moving_p.name)
+        shutil.copy(label_p, studies / "labels" / "final" / moving_p.name)
+    fixed_p, moving_p, _ = pairs[0]
     result: dict = {"fixed": _study_name(fixed_p), "moving": _study_name(moving_p)}
     try:
         with label_server(studies, root, {"device": device, "cache_dir": cache_dir}, timeout_s) as (client, _, started):
@@ -133,18 +151,27 @@ def time_label_server(fixed: str, moving: str, moving_label: str, fixed_label: s
             if fixed_label:
                 result["dice_mean"] = _dice_mean(label_file, str(Path(fixed_label).expanduser()),
                                                  info.get("label_values") or {})
+            if len(pairs) > 1:
+                t0 = time.perf_counter()
+                client.infer(MODEL, _study_name(pairs[1][0]), {"moving": _study_name(pairs[1][1])})
+                result["infer_new_pair_s"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
 
 
 def main(fixed: str, moving: str, moving_label: str, fixed_label: str | None = None, repeats: int = 3,
-         device: str = "cpu", cache_dir: str = "false") -> None:
+         device: str = "cpu", cache_dir: str = "false", next_fixed: str | None = None,
+         next_moving: str | None = None, next_moving_label: str | None = None) -> None:
     """Print the table (see the module docstring)."""
     from samir.encoders.fastpath import cpu_info
 
     try:
-        r = time_label_server(fixed, moving, moving_label, fixed_label, repeats, device, cache_dir)
+        given = [p for p in (next_fixed, next_moving, next_moving_label) if p is not None]
+        if given and len(given) != 3:
+            raise ValueError("next_fixed, next_moving, next_moving_label: give all three or none")
+        r = time_label_server(fixed, moving, moving_label, fixed_label, repeats, device, cache_dir,
+                              next_pair=tuple(given) if given else None)
     except (OSError, ValueError, RuntimeError) as err:  # a missing file, one image twice, a server that failed
         print(f"label_timing: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -154,7 +181,10 @@ def main(fixed: str, moving: str, moving_label: str, fixed_label: str | None = N
     print(f"| server start (once per session) | {r['server_start_s']:.1f} |")
     print(f"| infer, first request (cold) | {r['infer_cold_s']:.1f} |")
     if r.get("infer_warm_s") is not None:
-        print(f"| infer, next requests (median of {len(r['infer_s']) - 1}) | {r['infer_warm_s']:.1f} |")
+        print(f"| infer, same pair again (median of {len(r['infer_s']) - 1}; embeddings kept in memory) | "
+              f"{r['infer_warm_s']:.1f} |")
+    if r.get("infer_new_pair_s") is not None:
+        print(f"| infer, warm server, a pair it has not encoded | {r['infer_new_pair_s']:.1f} |")
     print(f"method {r.get('method')} (guard kept {r.get('guard_kept')}), registration {r.get('register_seconds')} s "
           f"of the last request, Dice {r.get('dice_mean', float('nan')):.3f}, all requests {[round(s, 1) for s in r['infer_s']]}")
 
