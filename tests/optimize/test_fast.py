@@ -146,6 +146,28 @@ def test_intensity_features_only_for_one_contrast(pair):
     assert info["features"] == ["mind"] and _dice(ml, fl, ddf) > before + 0.05
 
 
+def test_orientation_tensor_ignores_the_sign_of_contrast_and_measures_the_angle():
+    from samir.optimize.fast import orientation_tensor
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 12, 12, 12, generator=g)
+    assert torch.allclose(orientation_tensor(x), orientation_tensor(1.0 - x), atol=1e-6)  # inverted contrast
+    # two ramps at an angle θ: SSD of the unsmoothed tensors ≈ 2 − 2 cos²θ (strong edges: eps → 0)
+    i, j, _ = torch.meshgrid(*[torch.arange(12.0)] * 3, indexing="ij")
+    for theta in (0.0, math.pi / 6, math.pi / 3, math.pi / 2):
+        a = orientation_tensor(i[None, None], radius=0, eps=1e-4)
+        b = orientation_tensor((math.cos(theta) * i + math.sin(theta) * j)[None, None], radius=0, eps=1e-4)
+        ssd = (a - b).pow(2).sum(1)[0, 3:-3, 3:-3, 3:-3].mean()
+        assert float(ssd) == pytest.approx(2 - 2 * math.cos(theta) ** 2, abs=1e-3), theta
+
+
+def test_orientation_features_register_across_an_inverted_contrast(pair):
+    moving, fixed, ml, fl = pair
+    before = _dice(ml, fl)
+    ddf, info = fast_optimize_pair(1.0 - moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, orientation_weight=1.0)
+    assert info["features"] == ["mind", "orientation"] and _dice(ml, fl, ddf) > before + 0.05
+
+
 def test_fast_core_uses_sam_embeddings_and_refines_an_init(pair):
     moving, fixed, ml, fl = pair
     # stand-in embeddings: a smooth random projection of the label one-hot (structure, not intensity)

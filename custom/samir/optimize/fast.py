@@ -98,7 +98,8 @@ def _unit_scale(x: torch.Tensor, *others: torch.Tensor) -> float:
 def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int], spacing: Sequence[float],
                   moving_embedding: torch.Tensor | None = None, fixed_embedding: torch.Tensor | None = None,
                   sam_weight: float = 1.0, mind_weight: float = 1.0, feature_channels: int = 12,
-                  mind_radius: int = 1, intensity_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                  mind_radius: int = 1, intensity_weight: float = 0.0, orientation_weight: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Moving and fixed features (1, C, *size) on one grid: weighted SAM-PCA and MIND-SSC groups.
 
     ``moving``/``fixed`` (1, 1, H, W, D) on the same grid; embeddings (1, C_e, h, w, d) spanning
@@ -124,6 +125,13 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
         mov_parts.append(m * s)
         fix_parts.append(f * s)
         groups.append("intensity")
+    if orientation_weight > 0:
+        m = orientation_tensor(_resample(moving, size))
+        f = orientation_tensor(_resample(fixed, size))
+        s = _unit_scale(m, f) * math.sqrt(orientation_weight)
+        mov_parts.append(m * s)
+        fix_parts.append(f * s)
+        groups.append("orientation")
     if sam_weight > 0 and moving_embedding is not None and fixed_embedding is not None:
         em, ef = pca_project(moving_embedding.float(), fixed_embedding.float(), feature_channels)
         em, ef = _resample(em, size), _resample(ef, size)
@@ -134,6 +142,25 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
     if not groups:
         raise ValueError("no features: give sam/mind weights > 0 (and embeddings for SAM)")
     return torch.cat(mov_parts, 1), torch.cat(fix_parts, 1), groups
+
+
+def orientation_tensor(x: torch.Tensor, radius: int = 1, eps: float = 0.2) -> torch.Tensor:
+    """Edge orientation that ignores the sign of contrast: (B, 1, ...) → (B, 6, ...).
+
+    The outer product n nᵀ of the normalised gradient n = ∇x / √(|∇x|² + ε²), as its six distinct
+    entries (off-diagonals × √2), box-filtered over (2r+1)³. The SSD of two such tensors is
+    2 − 2 (n_m · n_f)² for strong edges: the squared normalised-gradient-field distance, which an
+    inverted contrast (n → −n) leaves unchanged. ``eps`` is relative to the mean gradient norm
+    (edges weaker than that fade towards 0).
+    """
+    g = [torch.gradient(x.float(), dim=d)[0] for d in (2, 3, 4)]
+    norm2 = g[0] ** 2 + g[1] ** 2 + g[2] ** 2
+    e2 = (eps * float(norm2.sqrt().mean())) ** 2 + 1e-12
+    inv = (norm2 + e2).rsqrt()
+    n = [gi * inv for gi in g]
+    r2 = math.sqrt(2.0)
+    t = torch.cat([n[0] * n[0], n[1] * n[1], n[2] * n[2], r2 * n[0] * n[1], r2 * n[0] * n[2], r2 * n[1] * n[2]], 1)
+    return box_filter(t, radius) if radius > 0 else t
 
 
 def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
@@ -303,6 +330,7 @@ def fast_optimize_pair(
     sam_weight: float = 1.0,
     mind_weight: float = 1.0,
     intensity_weight: float = 0.0,
+    orientation_weight: float = 0.0,
     feature_channels: int = 12,
     max_work_voxels: int = 160_000,
     max_search_voxels: int = 40_000,
@@ -408,7 +436,8 @@ def fast_optimize_pair(
             if has_init:  # the start field, on the embedding's own grid, warps the moving embedding
                 em = warp(em, resize_ddf(init, em.shape[2:]))
         fm, ff, groups = feature_stack(mov0, fix, work_size, work_sp, em, emf, sam_weight, mind_weight,
-                                       feature_channels, intensity_weight=intensity_weight)
+                                       feature_channels, intensity_weight=intensity_weight,
+                                       orientation_weight=orientation_weight)
         info["features"] = groups
         timings["features"] = time.perf_counter() - t
         note(f"features {'+'.join(groups)} on {work_size}")
@@ -448,7 +477,8 @@ def fast_optimize_pair(
         t = time.perf_counter()
         with torch.no_grad():
             fmf, fff, _ = feature_stack(mov0, fix, fine_size, fine_sp, em, emf, sam_weight, mind_weight,
-                                        feature_channels, intensity_weight=intensity_weight)
+                                        feature_channels, intensity_weight=intensity_weight,
+                                        orientation_weight=orientation_weight)
         coarse_p = p.detach()
         p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic)
