@@ -164,8 +164,13 @@ def test_orientation_tensor_ignores_the_sign_of_contrast_and_measures_the_angle(
 def test_orientation_features_register_across_an_inverted_contrast(pair):
     moving, fixed, ml, fl = pair
     before = _dice(ml, fl)
-    ddf, info = fast_optimize_pair(1.0 - moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, orientation_weight=1.0)
+    ddf, info = fast_optimize_pair(1.0 - moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, orientation_weight=1.0,
+                                   intensity_weight=1.0)
     assert info["features"] == ["mind", "orientation"] and _dice(ml, fl, ddf) > before + 0.05
+    # one contrast: the intensities instead
+    ddf, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=40, orientation_weight=1.0,
+                                   intensity_weight=1.0)
+    assert info["features"] == ["mind", "intensity"] and info["orientation"] == "left out: one contrast"
 
 
 def test_fast_core_uses_sam_embeddings_and_refines_an_init(pair):
