@@ -149,6 +149,19 @@ def _network_row(method: str) -> tuple[str | None, bool]:
     return (name[:-5], True) if name.endswith("+fast") else (name, False)
 
 
+def scored_pairs(dataset: str, root: str | None, split: str, n_pairs: int | None, transform_kwargs: dict | None = None):
+    """What a table scores: ``(spec, data root, the first n_pairs pairs of split, labels, MONAI chain)``."""
+    from samir.data.registry import dataset_pairs, dataset_transforms, get_dataset, resolve_data_root
+
+    spec = get_dataset(dataset)
+    data_root = resolve_data_root(dataset, root)
+    pairs = dataset_pairs(dataset, data_root, split)
+    if n_pairs:
+        pairs = pairs[: int(n_pairs)]
+    labels = spec.labels or _labels_of_pairs(pairs)
+    return spec, data_root, pairs, labels, dataset_transforms(dataset, **(transform_kwargs or {}))
+
+
 def _labels_of_pairs(pairs) -> dict[int, str]:
     """Label values (> 0) of the first pair's label maps, for data sets that declare none (``pairs``)."""
     import nibabel as nib
@@ -195,7 +208,6 @@ def run_benchmark(
     """
     from samir.bundle import bundle_dir
     from samir.classical import PEER_PACKAGES, demons_register, peer_available
-    from samir.data.registry import dataset_pairs, dataset_transforms, get_dataset, resolve_data_root
     from samir.evaluation import evaluate_pairs, format_table, identity_register
     from samir.optimize import optimize_pair
 
@@ -207,13 +219,7 @@ def run_benchmark(
     missing = {k: str(v) for k, v in networks.items() if not v.is_file()}
     if missing:
         raise FileNotFoundError(f"networks: no weights file for {missing}")
-    spec = get_dataset(dataset)
-    data_root = resolve_data_root(dataset, root)
-    pairs = dataset_pairs(dataset, data_root, split)
-    if n_pairs:
-        pairs = pairs[: int(n_pairs)]
-    labels = spec.labels or _labels_of_pairs(pairs)
-    transform = dataset_transforms(dataset, **(transform_kwargs or {}))
+    spec, data_root, pairs, labels, transform = scored_pairs(dataset, root, split, n_pairs, transform_kwargs)
     models = Path(bundle_dir()) / "models"
     weights = Path(weights) if weights else models / "model.pt"
     baseline_weights = Path(baseline_weights) if baseline_weights else models / "model_baseline.pt"

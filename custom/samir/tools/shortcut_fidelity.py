@@ -63,12 +63,11 @@ def shortcut_fidelity(
     import csv
     from pathlib import Path
 
-    from samir.data.registry import dataset_pairs, dataset_transforms, get_dataset, resolve_data_root
     from samir.encoders.fastpath import native_bf16
     from samir.evaluation import evaluate_pairs, format_table
     from samir.optimize.fast import fast_optimize_pair
     from samir.presets import PRESETS, check_preset
-    from samir.tools.accuracy_table import DATASET_PRESETS, _labels_of_pairs, _mean
+    from samir.tools.accuracy_table import DATASET_PRESETS, _mean, scored_pairs
     from samir.training import spacing_of
 
     unknown = [s for s in shortcuts if s not in SHORTCUTS]
@@ -80,13 +79,7 @@ def shortcut_fidelity(
     image_size = settings.pop("encoder_size", None)
     preset_stride = int(settings.pop("slice_stride", 1))
     settings["sam_weight"] = 1.0  # the shortcuts change the SAM features: score the core that uses them
-    spec = get_dataset(dataset)
-    data_root = resolve_data_root(dataset, root)
-    pairs = dataset_pairs(dataset, data_root, split)
-    if n_pairs:
-        pairs = pairs[: int(n_pairs)]
-    labels = spec.labels or _labels_of_pairs(pairs)
-    transform = dataset_transforms(dataset)
+    spec, data_root, pairs, labels, transform = scored_pairs(dataset, root, split, n_pairs)
     print(f"Shortcut fidelity: {spec.name} at {data_root}, split '{split}', {len(pairs)} pairs, preset '{preset}' "
           f"(encoder {encoder} at {image_size or 'its'} px), native bf16: {native_bf16()}")
 
