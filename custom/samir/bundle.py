@@ -136,9 +136,8 @@ class ValidationState:
     def load_state_dict(self, state: Mapping) -> None:
         self.evaluator.state.best_metric = float(state["best_metric"])
         self.evaluator.state.best_metric_epoch = int(state["best_metric_epoch"])
-        checkpoint = self._key_checkpoint()
-        if checkpoint is not None and state.get("saved"):
-            checkpoint.load_state_dict({"_saved": [(float(priority), str(filename)) for priority, filename in state["saved"]]})
+        if self._key_checkpoint() is not None and state.get("saved"):  # MONAI's own resume of the saver's list
+            self.saver.load_state_dict({"_saved": [(float(priority), str(filename)) for priority, filename in state["saved"]]})
 
 
 def attach_resume(trainer, resume_from: str | None, network, optimizer=None, validation: ValidationState | None = None):

@@ -100,7 +100,8 @@ def feature_stack(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int]
                   sam_weight: float = 1.0, mind_weight: float = 1.0, feature_channels: int = 12,
                   mind_radius: int = 1, intensity_weight: float = 0.0, orientation_weight: float = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Moving and fixed features (1, C, *size) on one grid: weighted SAM-PCA and MIND-SSC groups.
+    """Moving and fixed features (1, C, *size) on one grid: weighted groups of MIND-SSC, locally normalised
+    intensity, edge orientations (:func:`orientation_tensor`) and SAM-PCA channels.
 
     ``moving``/``fixed`` (1, 1, H, W, D) on the same grid; embeddings (1, C_e, h, w, d) spanning
     the same field of view (any grid). Each group is scaled to unit mean squared norm per voxel,
