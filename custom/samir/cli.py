@@ -410,8 +410,8 @@ def _quiet_third_party() -> None:
 
 
 # What MONAI imports at start-up only because it is installed (``optional_import``), and that
-# ``samir register`` never uses: ``import monai`` took 9.4–10.4 s on a quiet 2-core Xeon, and MONAI with
-# these hidden plus ``samir.register`` 4.8 s. timm and
+# ``samir register`` never uses: ``import monai`` took 9.3–13.2 s on a quiet 2-core Xeon, and MONAI with
+# these hidden plus ``samir.register`` 3.9–5.1 s (same runs). timm and
 # torchvision (the SAM encoders) are imported later, when an encoder is built.
 LEAN_IMPORT_SKIPS = frozenset({
     "mlflow", "ignite", "torchvision", "pandas", "sklearn", "matplotlib", "tifffile", "fastapi", "gdown",
