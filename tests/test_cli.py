@@ -102,13 +102,17 @@ def test_choose_threads_leaves_busy_cores_alone(monkeypatch, load, cores, expect
 
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(cli, "busy_cores", lambda: None)  # no /proc/stat: the load average decides
+    monkeypatch.setattr(cli, "busy_cores", lambda **kw: None)  # no /proc/stat: the load average decides
     assert cli.choose_threads() == expected
-    monkeypatch.setattr(cli, "busy_cores", lambda: load)  # measured now
+    monkeypatch.setattr(cli, "busy_cores", lambda **kw: load)  # measured now
     assert cli.choose_threads() == expected
 
 
-def test_busy_cores_sees_a_busy_thread():
+def test_busy_cores_sees_another_job_but_not_this_process():
+    """Another process spinning fills about one core; this process's own work (a spinning thread) does
+    not count, so the imports it measures over are not mistaken for another job."""
+    import subprocess
+    import sys
     import threading
     import time
 
@@ -117,7 +121,15 @@ def test_busy_cores_sees_a_busy_thread():
     idle = cli.busy_cores(0.3)
     if idle is None:
         pytest.skip("no /proc/stat here")
-    stop = time.perf_counter() + 1.0
+    assert 0.0 <= idle <= (__import__("os").cpu_count() or 1)
+    other = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time() + 3\nwhile time.time() < t: pass"])
+    try:
+        time.sleep(0.5)
+        assert cli.busy_cores(0.5) >= 0.6  # the other job fills about one core
+    finally:
+        other.wait()
+    since = cli.cpu_sample()
+    stop = time.perf_counter() + 0.6
 
     def spin():
         while time.perf_counter() < stop:
@@ -125,10 +137,8 @@ def test_busy_cores_sees_a_busy_thread():
 
     t = threading.Thread(target=spin)
     t.start()
-    busy = cli.busy_cores(0.3)
     t.join()
-    assert 0.0 <= idle <= (__import__("os").cpu_count() or 1)
-    assert busy >= 0.6  # the spinning thread fills about one core (our sleeping thread does not count)
+    assert cli.busy_cores(0.3, since=since) <= idle + 0.4  # our own spinning is subtracted
 
 
 def test_lean_import_hides_optional_packages_only_inside_the_block():

@@ -49,9 +49,15 @@ PRESETS: dict[str, Preset] = {
     "cardiac": Preset("cardiac", "cardiac cine MRI (short-axis stacks, ED/ES)", None, (256, 256, 32), "minmax",
                       "model.pt", ACDC_LABELS,
                       # cardiac dev pairs (6, native grid, network + refinement): Dice 0.896 → 0.917 with the
-                      # locally normalised intensity, → 0.925 with the sampled full-resolution stage too
+                      # locally normalised intensity, → 0.925 with the sampled full-resolution stage too.
+                      # Then (0.3.0 network, same pairs): 0.926 in 9.9 s/pair (median) →
+                      #   25 feature channels onto 8 joint principal components: 0.924 (12: 0.926, 7.2 s);
+                      #   Adam on the ½ in-plane grid for every pair (≤ 200 k voxels; the 160 k bound had put
+                      #   half the pairs on the ¼ grid): 0.930; the sampled fine stage then adds little
+                      #   (0.933 with it, 10.2 s), so it is off; 40 Adam steps: 0.930 in 4.9 s/pair.
                       fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "intensity_weight": 0.5,
-                            "fine_iterations": 60}),
+                            "joint_channels": 8, "max_work_voxels": 200_000, "iterations": 40,
+                            "fine_iterations": 0}),
     # 8 mm: the grid the shipped abdominal model was trained on (retrained on real data at the
     # protocol's 4 mm, set this to 4.0)
     "abdomen": Preset("abdomen", "abdominal CT (HU)", (8.0, 8.0, 8.0), (128, 128, 160), ABDOMEN_HU_RANGE,

@@ -265,6 +265,9 @@ class Registrar:
             m = torch.nn.functional.interpolate(moving_on_fixed, size=grid, mode="trilinear", align_corners=False)
             if scale_intensity:
                 f, m = self._scale_intensity(f[0], preset.intensity)[None], self._scale_intensity(m[0], preset.intensity)[None]
+            # plain tensors: MONAI's transforms return MetaTensors, whose per-operation bookkeeping would
+            # follow every operation of the encoder, the network and the core
+            f, m = (x.as_tensor() if hasattr(x, "as_tensor") else x for x in (f, m))
             return f.float().to(self.device), m.float().to(self.device), tuple(sp * n / g for sp, n, g in zip(spacing, native, grid))
 
         f, m, model_spacing = on_grid(size)

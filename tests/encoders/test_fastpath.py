@@ -43,6 +43,24 @@ def test_default_paths_match_eager(flags, lite64, sample, eager_ref):
     assert torch.allclose(out, eager_ref, atol=1e-3)
 
 
+def test_channels_last_leaves_the_shared_fused_network_alone(lite64):
+    """The NHWC path converts its own copy: a later plain path still has contiguous (NCHW) weights."""
+    make_fast(lite64, fuse_bn=True, channels_last=True)
+    plain = make_fast(lite64, fuse_bn=True)
+    convs = [m for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and all(c.weight.is_contiguous() for c in convs)
+
+
+def test_default_path_without_a_stored_decision(lite64, monkeypatch):
+    """No stored decision: fused BN, fused attention and NHWC everywhere, bf16 only with native bf16."""
+    monkeypatch.setattr(fastpath, "stored_decision", lambda *a, **k: None)
+    for native in (False, True):
+        monkeypatch.setattr(fastpath, "native_bf16", lambda native=native: native)
+        flags = auto_fast_encoder(lite64).flags
+        assert flags["fuse_bn"] and flags["sdpa"] and flags["channels_last"]
+        assert flags["bf16"] is native
+
+
 def test_fuse_conv_bn_is_exact():
     torch.manual_seed(0)
     block = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6)))

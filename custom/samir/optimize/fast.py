@@ -164,6 +164,28 @@ def orientation_tensor(x: torch.Tensor, radius: int = 1, eps: float = 0.2) -> to
     return box_filter(t, radius) if radius > 0 else t
 
 
+def _joint_projection(fm: torch.Tensor, ff: torch.Tensor, channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A map (1, C, ...) → (1, channels, ...) onto the first principal components of both feature stacks
+    together (centred): the SSD between projected features is the full SSD less what the dropped
+    components carry. Fitted once on the working grid, applied on every grid."""
+    c = int(fm.shape[1])
+    x = torch.cat([fm.flatten(2)[0], ff.flatten(2)[0]], 1).double()  # (C, N)
+    step = max(1, x.shape[1] // 65536)
+    sample = x[:, ::step]
+    mean = sample.mean(1, keepdim=True)
+    cov = (sample - mean) @ (sample - mean).T / max(1, sample.shape[1] - 1)
+    _, vecs = torch.linalg.eigh(cov)  # ascending
+    basis = vecs[:, -channels:].flip(1).T.to(fm.dtype)  # (k, C)
+    mean = mean.to(fm.dtype)
+
+    def project(t: torch.Tensor) -> torch.Tensor:
+        flat = t.flatten(2)[0]  # (C, N)
+        return (basis @ (flat - mean)).reshape(1, channels, *t.shape[2:]).contiguous()
+
+    assert basis.shape == (channels, c)
+    return project
+
+
 def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
     """(x − local mean) / local std over (2r+1)³ boxes, (B, 1, ...) → same; flat regions stay near 0."""
     mean = box_filter(x, radius)
@@ -369,6 +391,7 @@ def fast_optimize_pair(
     intensity_weight: float = 0.0,
     orientation_weight: float = 0.0,
     feature_channels: int = 12,
+    joint_channels: int = 0,
     max_work_voxels: int = 160_000,
     max_search_voxels: int = 40_000,
     capture_mm: float = 20.0,
@@ -484,6 +507,11 @@ def fast_optimize_pair(
                                        feature_channels, intensity_weight=intensity_weight,
                                        orientation_weight=orientation_weight)
         info["features"] = groups
+        project = None
+        if 0 < joint_channels < fm.shape[1]:
+            project = _joint_projection(fm, ff, joint_channels)
+            fm, ff = project(fm), project(ff)
+            info["joint_channels"] = int(joint_channels)
         timings["features"] = time.perf_counter() - t
         note(f"features {'+'.join(groups)} on {work_size}")
 
@@ -521,6 +549,8 @@ def fast_optimize_pair(
             fmf, fff, _ = feature_stack(mov0, fix, fine_size, fine_sp, em, emf, sam_weight, mind_weight,
                                         feature_channels, intensity_weight=intensity_weight,
                                         orientation_weight=orientation_weight)
+            if project is not None:
+                fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
         p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic)
