@@ -50,14 +50,13 @@ PRESETS: dict[str, Preset] = {
                       "model.pt", ACDC_LABELS,
                       # cardiac dev pairs (6, native grid, network + refinement): Dice 0.896 → 0.917 with the
                       # locally normalised intensity, → 0.925 with the sampled full-resolution stage too.
-                      # Then (0.3.0 network, same pairs): 0.926 in 9.9 s/pair (median) →
-                      #   25 feature channels onto 8 joint principal components: 0.924 (12: 0.926, 7.2 s);
-                      #   Adam on the ½ in-plane grid for every pair (≤ 200 k voxels; the 160 k bound had put
-                      #   half the pairs on the ¼ grid): 0.930; the sampled fine stage then adds little
-                      #   (0.933 with it, 10.2 s), so it is off; 40 Adam steps: 0.930 in 4.9 s/pair.
+                      # 25 feature channels onto 12 joint principal components (0.3.0 network; dev: the 6
+                      # pairs above and 10 of a second dev seed): 0.926 / 0.885 → 0.926 / 0.888 in 7.3
+                      # against 11.0 s/pair. Tried and left: 8 components (0.924 / 0.886); Adam on the ½
+                      # in-plane grid for every pair, 40 steps, no fine stage (0.930 / 0.895 in 4.2-5.0 s, but
+                      # 0.910 against 0.920 on the 4 held-out pairs: a rougher field)
                       fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "intensity_weight": 0.5,
-                            "joint_channels": 8, "max_work_voxels": 200_000, "iterations": 40,
-                            "fine_iterations": 0}),
+                            "joint_channels": 12, "fine_iterations": 60}),
     # 8 mm: the grid the shipped abdominal model was trained on (retrained on real data at the
     # protocol's 4 mm, set this to 4.0)
     "abdomen": Preset("abdomen", "abdominal CT (HU)", (8.0, 8.0, 8.0), (128, 128, 160), ABDOMEN_HU_RANGE,
