@@ -265,3 +265,24 @@ def test_abdomen_network_on_its_grid_core_on_a_finer_one(weights, tmp_path):
     assert m["model_grid"] == [20, 16, 18] and m["core_grid"] == [40, 32, 36]
     assert m["method"] == "network+fast" and set(m["guard"]["mind_cost"]) == {"identity", "network", "refined"}
     assert m["dice_mean"] > m["dice_mean_before"] + 0.1
+
+
+def test_console_command_writes_and_reports_before_its_quick_exit(pair, tmp_path):
+    """The ``samir register`` process ends without the interpreter's teardown (os._exit): its JSON and
+    its last line still reach stdout, the outputs are whole, and the exit status is 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli_out"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "samir.cli", "register", pair["fixed"], pair["moving"], "--out",
+                           str(out), "--moving_label", pair["moving_label"], "--fixed_label", pair["fixed_label"],
+                           "--preset", "generic", "--quiet"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout
+    assert text.rstrip().splitlines()[-1].startswith("wrote ")
+    shown = json.loads(text[: text.rindex("}") + 1])
+    assert shown["method"] == "fast" and shown["dice_mean"] > shown["dice_mean_before"]
+    assert json.loads((out / "metrics.json").read_text())["dice_mean"] == pytest.approx(shown["dice_mean"])
+    assert nib.load(out / "warped_label.nii.gz").shape == pair["shape"]
