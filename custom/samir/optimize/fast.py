@@ -12,7 +12,8 @@ full resolution; every step's work scales with its own grid's voxels.
    physical spacing (so a 1.4×1.4×10 mm cardiac stack is shrunk in-plane only).
 2. **Features** on the working grid, each group scaled to unit mean squared norm and weighted:
    the frozen SAM slice embeddings (per-pair PCA to ``feature_channels``, resampled) and MIND-SSC
-   (:mod:`samir.optimize.mind`: contrast-insensitive local self-similarity).
+   (:mod:`samir.optimize.mind`: contrast-insensitive local self-similarity); optionally the whole
+   stack projected on its first principal components (``joint_channels``).
 3. **Discrete search** on the search grid: a dense cost volume of feature SSD for every integer
    displacement in a window of about ``capture_mm`` per axis, then *coupled convex* optimisation:
    alternately smooth the field and re-pick each voxel's displacement with a quadratic coupling to
@@ -48,8 +49,8 @@ from samir.optimize.mind import box_filter, mind_ssc
 from samir.optimize.pair import pca_project
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["CosineAdam", "fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search", "sampled_refinement",
-           "local_normalise", "mind_cost"]
+__all__ = ["CosineAdam", "fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search",
+           "sampled_refinement", "local_normalise", "mind_cost"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,6 @@ def _joint_projection(fm: torch.Tensor, ff: torch.Tensor, channels: int) -> Call
     """A map (1, C, ...) → (1, channels, ...) onto the first principal components of both feature stacks
     together (centred): the SSD between projected features is the full SSD less what the dropped
     components carry. Fitted once on the working grid, applied on every grid."""
-    c = int(fm.shape[1])
     x = torch.cat([fm.flatten(2)[0], ff.flatten(2)[0]], 1).double()  # (C, N)
     step = max(1, x.shape[1] // 65536)
     sample = x[:, ::step]
@@ -182,7 +182,6 @@ def _joint_projection(fm: torch.Tensor, ff: torch.Tensor, channels: int) -> Call
         flat = t.flatten(2)[0]  # (C, N)
         return (basis @ (flat - mean)).reshape(1, channels, *t.shape[2:]).contiguous()
 
-    assert basis.shape == (channels, c)
     return project
 
 
@@ -424,6 +423,10 @@ def fast_optimize_pair(
             the SSD (SAM PCA, MIND-SSC, locally normalised intensity: only when the two images have one
             contrast, :func:`samir.classical.same_contrast`; edge orientations, :func:`orientation_tensor`:
             only when they do not); feature_channels: SAM PCA channels.
+        joint_channels: project the whole feature stack on its first ``joint_channels`` principal
+            components (of both images together, fitted on the working grid, applied to the fine
+            stage's features too); every Adam and fine step costs in proportion to the channels
+            (0 = keep them all).
         max_work_voxels, max_search_voxels: size bounds of the working (Adam) and search grids.
         capture_mm: search window half-width per axis (mm; at most ``max_radius`` search voxels).
         coupling_scale: multiplies the coupled-convex weights (larger = smoother search result).
