@@ -249,7 +249,7 @@ class Registrar:
         ``scale_intensity=False``: the images are already scaled as the preset's network expects (a
         data set's MONAI chain).
         """
-        from samir.optimize.fast import fast_optimize_pair, mind_cost, reduced_grid
+        from samir.optimize.fast import MindCost, fast_optimize_pair, reduced_grid
 
         preset = PRESETS[preset_name]
         report = {} if report is None else report
@@ -310,9 +310,9 @@ class Registrar:
         # last guard: the candidate most similar to the fixed image (MIND-SSC: any contrast) wins
         t = time.perf_counter()
         with torch.no_grad():
-            grid, grid_sp = reduced_grid(work, work_spacing, 400_000)
-            costs = {name: mind_cost(warp_image(mc, d) if name != "identity" else mc, fc, grid, grid_sp)
-                     for name, d in candidates.items()}
+            grid, _ = reduced_grid(work, work_spacing, 400_000)
+            cost = MindCost(fc, grid)
+            costs = {name: cost(warp_image(mc, d) if name != "identity" else mc) for name, d in candidates.items()}
         best = choose_candidate(costs, GUARD_TOLERANCE)
         seconds["guard"] = time.perf_counter() - t
         report["guard"] = {"mind_cost": {k: round(v, 6) for k, v in costs.items()}, "kept": best,

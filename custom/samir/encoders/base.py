@@ -257,10 +257,12 @@ def load_encoder_state(path: str | os.PathLike, name: str) -> dict[str, torch.Te
     return _strip_to_encoder(obj, p)
 
 
-def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path | str, name: str) -> None:
-    """``module.load_state_dict(state, strict=True)`` with an error that names the file."""
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path | str, name: str,
+              assign: bool = False) -> None:
+    """``module.load_state_dict(state, strict=True, assign=assign)`` with an error that names the file
+    (``assign``: the module was built on the meta device and takes the loaded tensors themselves)."""
     try:
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as err:
         msg = str(err).splitlines()
         brief = " ".join(line.strip() for line in msg[:4])

@@ -151,8 +151,9 @@ class LiteMedSAMEncoder(SamEncoder):
 
 def _load(checkpoint: Path) -> tuple[nn.Module, str]:
     state = load_encoder_state(checkpoint, "litemedsam")
-    net = make_tinyvit()
-    load_into(net, state, checkpoint, "litemedsam")
+    with torch.device("meta"):  # no random initialisation (0.3 s) of weights the checkpoint replaces
+        net = make_tinyvit()
+    load_into(net, state, checkpoint, "litemedsam", assign=True)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -121,7 +121,8 @@ class Attention(nn.Module):
         offsets: dict[tuple[int, int], int] = {}
         idxs = [offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets)) for a in points for b in points]
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
-        self.register_buffer("attention_bias_idxs", torch.tensor(idxs).view(len(points), len(points)),
+        # on the CPU even when the modules are built on the meta device (not in the checkpoint: computed)
+        self.register_buffer("attention_bias_idxs", torch.tensor(idxs, device="cpu").view(len(points), len(points)),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (windows, N, C)

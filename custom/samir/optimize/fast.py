@@ -49,7 +49,7 @@ from samir.optimize.mind import box_filter, mind_ssc
 from samir.optimize.pair import pca_project
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["CosineAdam", "fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search",
+__all__ = ["CosineAdam", "MindCost", "fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search",
            "sampled_refinement", "local_normalise", "mind_cost"]
 
 logger = logging.getLogger(__name__)
@@ -366,11 +366,22 @@ def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed
     return p.detach()
 
 
+class MindCost:
+    """The MIND-SSC dissimilarity to one fixed image (1, 1, ...) on the grid ``size``, its descriptor
+    computed once: ``MindCost(fixed, size)(moving)`` = :func:`mind_cost` (the guards compare two or
+    three candidates against the same fixed image)."""
+
+    def __init__(self, fixed: torch.Tensor, size: Sequence[int]):
+        self.size = tuple(int(s) for s in size)
+        self.fixed = mind_ssc(_resample(fixed.float(), self.size))
+
+    def __call__(self, moving: torch.Tensor) -> float:
+        return float((mind_ssc(_resample(moving.float(), self.size)) - self.fixed).pow(2).mean())
+
+
 def mind_cost(moving: torch.Tensor, fixed: torch.Tensor, size: Sequence[int], spacing: Sequence[float]) -> float:
     """Mean squared difference of MIND-SSC descriptors of two images (1, 1, ...) on the grid ``size``: lower is better."""
-    m = mind_ssc(_resample(moving.float(), size))
-    f = mind_ssc(_resample(fixed.float(), size))
-    return float((m - f).pow(2).mean())
+    return MindCost(fixed, size)(moving)
 
 
 def _as_plain(x: torch.Tensor, dev) -> torch.Tensor:
@@ -560,10 +571,12 @@ def fast_optimize_pair(
         del fmf, fff
         # keep the fine stage only if it lowers the dissimilarity on the working grid
         with torch.no_grad():
+            fine_cost = MindCost(fix, fine_size)
+
             def stage_cost(q):
                 v = _smooth_field(q, smooth_passes)
                 r = resize_ddf(velocity_to_ddf(v) if diffeomorphic else v, size)
-                return mind_cost(warp(mov0, r), fix, fine_size, fine_sp)
+                return fine_cost(warp(mov0, r))
 
             before_fine, after_fine = stage_cost(coarse_p), stage_cost(p)
         info["fine_cost"] = [before_fine, after_fine]
@@ -596,8 +609,8 @@ def fast_optimize_pair(
                 if folding_fraction(ddf) > max_folding:
                     ddf = init.clone()
                     info["dropped_for_folding"] = True
-        cost_start = mind_cost(mov0, fix, work_size, work_sp)
-        cost_end = mind_cost(warp(mov, ddf), fix, work_size, work_sp)
+        work_cost = MindCost(fix, work_size)
+        cost_start, cost_end = work_cost(mov0), work_cost(warp(mov, ddf))
         info.update(cost_start=cost_start, cost_end=cost_end)
         if cost_end > cost_start * (1.0 + guard_tolerance):
             ddf = init.clone()
