@@ -19,8 +19,8 @@ of ``repeats`` timed runs after a warm-up), rejects any whose embedding cosine a
 eager is below ``min_cosine`` (0.99), keeps the fastest and stores the decision in
 ``<samir cache>/fastpath.json`` keyed by CPU, torch version, thread count, encoder, weights and
 input size (the batch size is recorded, not keyed). :func:`auto_fast_encoder` (what ``SliceEncoder(fast_path="auto")`` uses) applies a
-stored decision, or, with none stored, the ``fuse_bn`` path (plus bf16 where the CPU has native
-bf16): nothing is compiled or measured behind the user's back. ``samir bench`` measures and stores decisions.
+stored decision, or, with none stored, ``fuse_bn`` + ``sdpa`` + ``channels_last`` (plus bf16 where the
+CPU has native bf16): nothing is compiled or measured behind the user's back. ``samir bench`` measures and stores decisions.
 
 Every choice that changes the numbers is recorded in ``encoder.runtime`` and so in the
 embedding cache key.
