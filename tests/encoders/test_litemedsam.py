@@ -55,6 +55,7 @@ def test_own_modules_hold_the_checkpoint_and_match_the_vendored_encoder(lite, ve
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         assert torch.allclose(tinyvit_forward(lite.net, x), vendored(x), atol=1e-5)
+        assert torch.equal(lite.net(x), tinyvit_forward(lite.net, x))
         assert torch.allclose(tinyvit_forward(lite.net, x, sdpa=True), vendored(x), atol=1e-4)
 
 

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from samir.metrics import dice_per_label, folding_fraction
 from samir.optimize.fast import (
     CosineAdam,
-    _joint_projection,
     coupled_convex_search,
     fast_optimize_pair,
     mind_cost,
     reduced_grid,
 )
 from samir.optimize.mind import box_filter, mind_ssc
+from samir.optimize.pair import pca_projector
 from samir.spatial import warp, warp_label
 
 
@@ -256,9 +256,9 @@ def test_joint_components_keep_distances_and_still_register(pair):
     more. The core on 4 joint components of its 13 feature channels still raises Dice, and says so."""
     torch.manual_seed(0)
     fm, ff = torch.randn(1, 6, 8, 9, 5), torch.randn(1, 6, 8, 9, 5)
-    full = _joint_projection(fm, ff, 6)
+    full = pca_projector(fm, ff, 6)
     assert torch.allclose((full(fm) - full(ff)).pow(2).sum(), (fm - ff).pow(2).sum(), rtol=1e-4)
-    three = _joint_projection(fm, ff, 3)
+    three = pca_projector(fm, ff, 3)
     assert three(fm).shape == (1, 3, 8, 9, 5)
     assert float((three(fm) - three(ff)).pow(2).sum()) <= float((fm - ff).pow(2).sum())
     moving, fixed, ml, fl = pair

@@ -172,7 +172,7 @@ class LayerNorm2d(nn.Module):
 class TinyViTEncoder(nn.Module):
     """TinyViT image encoder (LiteMedSAM layout by default): ``patch_embed``, four ``layers``, ``neck``.
 
-    Run it with :func:`samir.encoders.litemedsam.tinyvit_forward` (any input size, multiple of 4).
+    Its forward is :func:`samir.encoders.litemedsam.tinyvit_forward` (any input size, multiple of 4).
     """
 
     def __init__(self, in_chans=3, embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2), num_heads=(2, 4, 5, 10),
@@ -195,3 +195,9 @@ class TinyViTEncoder(nn.Module):
             self.layers.append(Stage(blocks, down))
         self.neck = nn.Sequential(nn.Conv2d(dims[-1], out_chans, 1, bias=False), LayerNorm2d(out_chans),
                                   nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False), LayerNorm2d(out_chans))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) → (N, out_chans, S/4, S/4): :func:`samir.encoders.litemedsam.tinyvit_forward`."""
+        from .litemedsam import tinyvit_forward
+
+        return tinyvit_forward(self, x)

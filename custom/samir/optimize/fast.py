@@ -46,7 +46,7 @@ from monai.losses import DiffusionLoss
 
 from samir.metrics import folding_fraction
 from samir.optimize.mind import box_filter, mind_ssc
-from samir.optimize.pair import pca_project
+from samir.optimize.pair import pca_project, pca_projector
 from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
 
 __all__ = ["CosineAdam", "MindCost", "fast_optimize_pair", "reduced_grid", "feature_stack", "coupled_convex_search",
@@ -163,26 +163,6 @@ def orientation_tensor(x: torch.Tensor, radius: int = 1, eps: float = 0.2) -> to
     r2 = math.sqrt(2.0)
     t = torch.cat([n[0] * n[0], n[1] * n[1], n[2] * n[2], r2 * n[0] * n[1], r2 * n[0] * n[2], r2 * n[1] * n[2]], 1)
     return box_filter(t, radius) if radius > 0 else t
-
-
-def _joint_projection(fm: torch.Tensor, ff: torch.Tensor, channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A map (1, C, ...) → (1, channels, ...) onto the first principal components of both feature stacks
-    together (centred): the SSD between projected features is the full SSD less what the dropped
-    components carry. Fitted once on the working grid, applied on every grid."""
-    x = torch.cat([fm.flatten(2)[0], ff.flatten(2)[0]], 1).double()  # (C, N)
-    step = max(1, x.shape[1] // 65536)
-    sample = x[:, ::step]
-    mean = sample.mean(1, keepdim=True)
-    cov = (sample - mean) @ (sample - mean).T / max(1, sample.shape[1] - 1)
-    _, vecs = torch.linalg.eigh(cov)  # ascending
-    basis = vecs[:, -channels:].flip(1).T.to(fm.dtype)  # (k, C)
-    mean = mean.to(fm.dtype)
-
-    def project(t: torch.Tensor) -> torch.Tensor:
-        flat = t.flatten(2)[0]  # (C, N)
-        return (basis @ (flat - mean)).reshape(1, channels, *t.shape[2:]).contiguous()
-
-    return project
 
 
 def local_normalise(x: torch.Tensor, radius: int = 2, eps: float = 1e-3) -> torch.Tensor:
@@ -523,7 +503,7 @@ def fast_optimize_pair(
         info["features"] = groups
         project = None
         if 0 < joint_channels < fm.shape[1]:
-            project = _joint_projection(fm, ff, joint_channels)
+            project = pca_projector(fm, ff, joint_channels)
             fm, ff = project(fm), project(ff)
             info["joint_channels"] = int(joint_channels)
         timings["features"] = time.perf_counter() - t

@@ -32,7 +32,7 @@ Method (coarse to fine, ``levels`` levels, each axis halved per level while it s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from samir.losses.hfc import HierarchicalFeatureConsistencyLoss
 from samir.metrics import folding_fraction
 from samir.spatial import compose, resize_ddf, shrink_factor, velocity_to_ddf, warp
 
-__all__ = ["optimize_pair", "pca_project", "pyramid_sizes", "coarse_search", "DEFAULT_ITERATIONS"]
+__all__ = ["optimize_pair", "pca_project", "pca_projector", "pyramid_sizes", "coarse_search", "DEFAULT_ITERATIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,30 +68,35 @@ def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
 
 
+def pca_projector(moving: torch.Tensor, fixed: torch.Tensor, channels: int, max_samples: int = 65536
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map (1, C, ...) → (1, channels, ...) onto the first ``channels`` principal components of two
+    feature volumes (1, C, ...) together: fitted (in float64) on a subsample of the voxels of both,
+    applied to any volume of the same C channels (another grid too), centred, returned in its own dtype."""
+    x = torch.cat([moving.flatten(2)[0], fixed.flatten(2)[0]], 1).double()  # (C, N)
+    sample = x[:, :: max(1, x.shape[1] // max_samples)]
+    mean = sample.mean(1, keepdim=True)
+    cov = (sample - mean) @ (sample - mean).T / max(1, sample.shape[1] - 1)
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    basis = vecs[:, -channels:].flip(1).T  # (k, C), largest first
+
+    def project(t: torch.Tensor) -> torch.Tensor:
+        out = basis @ (t.flatten(2)[0].double() - mean)
+        return out.reshape(1, channels, *t.shape[2:]).to(t.dtype).contiguous()
+
+    return project
+
+
 def pca_project(moving_embedding: torch.Tensor, fixed_embedding: torch.Tensor, channels: int = 16,
                 max_samples: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
     """Project both embeddings (1, C, h, w, d) on the first ``channels`` principal components of the two together.
 
-    A per-pair linear map fitted on (a subsample of) the voxels of both; nothing is trained.
-    Returns the centred projections (1, channels, h, w, d) each.
+    A per-pair linear map fitted on (a subsample of) the voxels of both (:func:`pca_projector`); nothing
+    is trained. Returns the centred projections (1, channels, h, w, d) each.
     """
-    c = moving_embedding.shape[1]
-    if channels <= 0 or channels >= c:
+    if channels <= 0 or channels >= moving_embedding.shape[1]:
         return moving_embedding, fixed_embedding
-    xm = moving_embedding.flatten(2)[0].T
-    xf = fixed_embedding.flatten(2)[0].T
-    x = torch.cat([xm, xf], 0).double()
-    step = max(1, x.shape[0] // max_samples)
-    sample = x[::step]
-    mean = sample.mean(0, keepdim=True)
-    cov = (sample - mean).T @ (sample - mean) / max(1, sample.shape[0] - 1)
-    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
-    basis = vecs[:, -channels:].flip(1)  # (C, k)
-
-    def proj(e: torch.Tensor) -> torch.Tensor:
-        flat = (e.flatten(2)[0].T.double() - mean) @ basis  # (N, k)
-        return flat.T.reshape(1, channels, *e.shape[2:]).to(e.dtype)
-
+    proj = pca_projector(moving_embedding, fixed_embedding, channels, max_samples)
     return proj(moving_embedding), proj(fixed_embedding)
 
 
