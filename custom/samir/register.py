@@ -305,7 +305,7 @@ class Registrar:
                                            fixed_embedding=ef, progress=self._note, **options)
             candidates["refined"] = ddf
             seconds.update({f"fast_{k}": v for k, v in info["seconds"].items() if k != "total"})
-            report["fast"] = {k: info[k] for k in ("features", "work_grid", "search_grid", "search_radius")
+            report["fast"] = {k: info[k] for k in ("features", "work_grid", "search_grid", "search_radius", "mutual_information")
                               if k in info}
         # last guard: the candidate most similar to the fixed image (MIND-SSC: any contrast) wins
         t = time.perf_counter()

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiffusionLoss
+from monai.losses import DiffusionLoss, GlobalMutualInformationLoss
 
 from samir.metrics import folding_fraction
 from samir.optimize.mind import box_filter, mind_ssc
@@ -309,13 +309,19 @@ def _gather_trilinear(flat: torch.Tensor, size: Sequence[int], points: torch.Ten
 
 def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed_features: torch.Tensor,
                        iterations: int, n_points: int, lr: float, smooth_weight: float, smooth_passes: int,
-                       diffeomorphic: bool, seed: int = 0) -> torch.Tensor:
+                       diffeomorphic: bool, seed: int = 0, moving_image: torch.Tensor | None = None,
+                       fixed_image: torch.Tensor | None = None, mi_weight: float = 0.0, mi_points: int = 20_000,
+                       mi_bins: int = 32) -> torch.Tensor:
     """Adam on a coarse field ``param`` (1, 3, h, w, d; its own voxels) against fine features (1, C, H, W, D).
 
     Each step draws ``n_points`` random voxels of the fine grid (a stochastic data term, as elastix
     samples its metric): the field is interpolated there, the moving features sampled at
     ``x + u(x)`` and compared (SSD) with the fixed ones. Cost per step ∝ ``n_points``, whatever the
-    image size, while the field stays on the coarse grid. Returns the optimised ``param``.
+    image size, while the field stays on the coarse grid. With ``mi_weight`` > 0 the intensities
+    ``moving_image``/``fixed_image`` (1, 1, H, W, D in [0, 1], the features' grid) at ``mi_points`` of the
+    points add ``mi_weight`` × MONAI's Parzen-window mutual information loss (as elastix samples Mattes MI):
+    a term that any monotonic or non-monotonic intensity relation satisfies, for pairs of two
+    contrasts. Returns the optimised ``param``.
     """
     fine = tuple(int(s) for s in fixed_features.shape[2:])
     coarse = tuple(int(s) for s in param.shape[2:])
@@ -326,6 +332,11 @@ def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed
     moving_flat = moving_features[0].permute(1, 2, 3, 0).reshape(-1, c).contiguous()  # (H·W·D, C)
     fixed_flat = fixed_features[0].permute(1, 2, 3, 0).reshape(-1, c).contiguous()
     sx, sy = fine[1] * fine[2], fine[2]
+    use_mi = mi_weight > 0 and moving_image is not None and fixed_image is not None
+    if use_mi:
+        mi_loss = GlobalMutualInformationLoss(kernel_type="b-spline", num_bins=int(mi_bins))
+        moving_img_flat = moving_image.reshape(-1, 1).float().contiguous()
+        fixed_img_flat = fixed_image.reshape(-1).float()
     with torch.enable_grad():
         p = param.detach().clone().requires_grad_(True)
         opt = CosineAdam(p, lr, iterations, eta_min=lr * 0.02)
@@ -341,6 +352,11 @@ def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed
             idx = pts.long()
             target = fixed_flat[idx[:, 0] * sx + idx[:, 1] * sy + idx[:, 2]].T
             loss = (warped - target).pow(2).sum(0).mean() + smooth_weight * smooth(ps)
+            if use_mi:
+                k = min(int(mi_points), n_points)  # the points are random: the first k are a random subset
+                wi = _gather_trilinear(moving_img_flat, fine, pts[:k] + disp[:k]).clamp(0, 1)  # (1, k)
+                ti = fixed_img_flat[idx[:k, 0] * sx + idx[:k, 1] * sy + idx[:k, 2]][None]
+                loss = loss + mi_weight * mi_loss(wi[None], ti[None])
             loss.backward()
             opt.step()
     return p.detach()
@@ -398,6 +414,10 @@ def fast_optimize_pair(
     max_fine_voxels: int = 2_000_000,
     max_folding: float = 0.005,
     guard_tolerance: float = 0.02,
+    cross_mi_weight: float = 0.0,
+    cross_fine_points: int | None = None,
+    mi_points: int = 20_000,
+    mi_bins: int = 32,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[torch.Tensor, dict]:
@@ -431,6 +451,10 @@ def fast_optimize_pair(
         max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
         guard_tolerance: the result is dropped for the start if its MIND cost is higher than the
             start's by more than this fraction (smaller differences are within the measure's noise).
+        cross_mi_weight: for a pair of two contrasts (:func:`samir.classical.same_contrast`), the fine
+            stage adds this weight × the Parzen-window mutual information of the intensities at
+            ``mi_points`` of its points (``mi_bins`` bins; :func:`sampled_refinement`), with
+            ``cross_fine_points`` feature points per step (None = ``fine_points``); 0 = off.
         progress: called with a short message after each stage (e.g. a progress bar's ``set_postfix_str``).
 
     Returns:
@@ -476,7 +500,8 @@ def fast_optimize_pair(
     with torch.no_grad():
         t = time.perf_counter()
         mov0 = warp(mov, init) if has_init else mov
-        if intensity_weight > 0 or orientation_weight > 0:
+        cross = False
+        if intensity_weight > 0 or orientation_weight > 0 or cross_mi_weight > 0:
             # across contrasts no sign or scale makes intensities comparable (a T2-like brain onto a T1
             # one fell below identity with them on the dev pairs): MIND and the edge orientations carry
             # those pairs; for one contrast the intensities do better than the orientations (brain dev:
@@ -488,6 +513,7 @@ def fast_optimize_pair(
                     orientation_weight = 0.0
                     info["orientation"] = "left out: one contrast"
             else:
+                cross = True
                 if intensity_weight > 0:
                     intensity_weight = 0.0
                     info["intensity"] = "left out: different contrasts"
@@ -546,8 +572,14 @@ def fast_optimize_pair(
             if project is not None:
                 fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
-        p = sampled_refinement(p, fmf, fff, fine_iterations, fine_points, lr * 0.5, smooth_weight, smooth_passes,
-                               diffeomorphic)
+        mi_kw, n_points = {}, fine_points
+        if cross and cross_mi_weight > 0:
+            mi_kw = dict(moving_image=_resample(mov0, fine_size), fixed_image=_resample(fix, fine_size),
+                         mi_weight=cross_mi_weight, mi_points=mi_points, mi_bins=mi_bins)
+            n_points = fine_points if cross_fine_points is None else int(cross_fine_points)
+            info["mutual_information"] = cross_mi_weight
+        p = sampled_refinement(p, fmf, fff, fine_iterations, n_points, lr * 0.5, smooth_weight, smooth_passes,
+                               diffeomorphic, **mi_kw)
         del fmf, fff
         # keep the fine stage only if it lowers the dissimilarity on the working grid
         with torch.no_grad():
