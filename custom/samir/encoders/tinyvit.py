@@ -14,8 +14,6 @@ a test checks the output against the vendored class. The modules carry no fixed 
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
 
@@ -117,13 +115,15 @@ class Attention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, self.dh + 2 * self.key_dim * num_heads)
         self.proj = nn.Linear(self.dh, dim)
-        points = list(itertools.product(range(window), range(window)))
-        offsets: dict[tuple[int, int], int] = {}
-        idxs = [offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets)) for a in points for b in points]
-        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
-        # on the CPU even when the modules are built on the meta device (not in the checkpoint: computed)
-        self.register_buffer("attention_bias_idxs", torch.tensor(idxs, device="cpu").view(len(points), len(points)),
-                             persistent=False)
+        # offset (|di|, |dj|) of each query/key pair, numbered in order of first appearance over the pairs
+        # in row-major order (the checkpoint's column order): the pairs of the first point (0, 0) meet
+        # every offset first, as (i, j) in row-major order, so the number is |di| · window + |dj|.
+        # On the CPU even when the modules are built on the meta device (not in the checkpoint: computed).
+        r = torch.arange(window, device="cpu")
+        points = torch.cartesian_prod(r, r)  # (N, 2), row-major
+        d = (points[:, None, :] - points[None, :, :]).abs()
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
+        self.register_buffer("attention_bias_idxs", d[..., 0] * window + d[..., 1], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (windows, N, C)
         b, n, _ = x.shape

@@ -284,9 +284,10 @@ def _gather_trilinear(flat: torch.Tensor, size: Sequence[int], points: torch.Ten
     """Trilinear samples (C, N) of a channels-last volume ``flat`` (H·W·D, C) at voxel coordinates (N, 3).
 
     Edges replicated. Differentiable in ``points`` only (the volume is data): the eight corner rows
-    are gathered once (each a contiguous run of C values) and weighted. On a CPU this was 4× faster
-    than ``grid_sample`` forward + backward for 20 k points of a 25-channel, 680 k-voxel volume,
-    whose backward fills a gradient buffer of the whole volume it does not need.
+    (each a contiguous run of C values) are gathered by one ``index_select`` and blended by three
+    lerps. On a CPU this was 4× faster than ``grid_sample`` forward + backward for 20 k points of a
+    25-channel, 680 k-voxel volume, whose backward fills a gradient buffer of the whole volume it does
+    not need (and 1.3× faster than eight separate gathers).
     """
     hi = torch.tensor([float(s - 1) for s in size], dtype=points.dtype, device=points.device)
     p = torch.minimum(points.clamp_min(0.0), hi)
@@ -295,16 +296,12 @@ def _gather_trilinear(flat: torch.Tensor, size: Sequence[int], points: torch.Ten
     i0 = p0.long()
     sx, sy = int(size[1]) * int(size[2]), int(size[2])
     base = i0[:, 0] * sx + i0[:, 1] * sy + i0[:, 2]
-    out = None
-    for dx in (0, 1):
-        wx = f[:, 0:1] if dx else 1 - f[:, 0:1]
-        for dy in (0, 1):
-            wy = f[:, 1:2] if dy else 1 - f[:, 1:2]
-            for dz in (0, 1):
-                wz = f[:, 2:3] if dz else 1 - f[:, 2:3]
-                term = flat[base + (dx * sx + dy * sy + dz)] * (wx * wy * wz)
-                out = term if out is None else out + term
-    return out.T
+    offsets = torch.tensor([dx * sx + dy * sy + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)],
+                           device=points.device)
+    c = flat.index_select(0, (base[None] + offsets[:, None]).reshape(-1)).view(2, 2, 2, -1, flat.shape[1])
+    c = torch.lerp(c[0], c[1], f[:, 0:1])  # along x: (2, 2, N, C)
+    c = torch.lerp(c[0], c[1], f[:, 1:2])  # along y: (2, N, C)
+    return torch.lerp(c[0], c[1], f[:, 2:3]).T  # along z: (C, N)
 
 
 def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed_features: torch.Tensor,
