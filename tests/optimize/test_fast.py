@@ -299,7 +299,7 @@ def test_sampled_mutual_information_alone_registers_a_non_monotonic_contrast(pai
     assert float(still.abs().max()) < 1e-6
 
 
-def test_fast_core_adds_mutual_information_across_contrasts_only(pair):
+def test_fast_core_adds_mutual_information_across_contrasts_and_where_asked(pair):
     moving, fixed, ml, fl = pair
     before = _dice(ml, fl)
     other = _permuted_contrast(moving, ml[0, 0])
@@ -311,3 +311,8 @@ def test_fast_core_adds_mutual_information_across_contrasts_only(pair):
     _, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=10, intensity_weight=1.0,
                                  cross_mi_weight=1.0, max_work_voxels=4000, fine_points=4000)
     assert "mutual_information" not in info
+    # mi_weight: every pair (the cardiac preset's same-contrast term)
+    ddf, info = fast_optimize_pair(moving, fixed, spacing=(1.5, 1.5, 1.5), iterations=10, intensity_weight=1.0,
+                                   mi_weight=0.5, cross_mi_weight=1.0, max_work_voxels=4000, fine_points=4000,
+                                   mi_points=4000, mi_bins=16)
+    assert info["mutual_information"] == 0.5 and _dice(ml, fl, ddf) > before + 0.05

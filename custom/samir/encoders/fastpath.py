@@ -148,12 +148,15 @@ def _has_bn(module: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
 
-def _fused_copy(base: SamEncoder) -> nn.Module:
+def _fused_copy(base: SamEncoder, channels_last: bool = False) -> nn.Module:
+    """The BN-folded copy of ``base`` (NHWC weights with ``channels_last``), one per process and layout:
+    each is its own copy, so converting one layout never changes the other."""
     inner = getattr(base, "net", base)
-    key = (type(base).__name__, id(inner), base.image_size)
+    key = (type(base).__name__, id(inner), base.image_size, bool(channels_last))
     entry = _FUSED.get(key)
     if entry is None or entry[0] is not inner:  # the id could be reused after garbage collection
-        entry = (inner, fuse_conv_bn(copy.deepcopy(base)))
+        fused = fuse_conv_bn(copy.deepcopy(base))
+        entry = (inner, fused.to(memory_format=torch.channels_last) if channels_last else fused)
         _FUSED[key] = entry
     return entry[1]
 
@@ -177,16 +180,16 @@ class FastEncoder(SamEncoder):
             )
         model: nn.Module = base
         if fuse_bn and _has_bn(base):
-            model = _fused_copy(base)
+            model = _fused_copy(base, channels_last)  # shared by the paths of one layout
         else:
             fuse_bn = False
+            if channels_last:  # a copy: ``Module.to`` works in place
+                model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         if sdpa and hasattr(model, "sdpa"):
             model = copy.copy(model)  # shares the weights; only the flag differs
             model.sdpa = True
         else:
             sdpa = False
-        if channels_last:  # a copy: ``Module.to`` works in place, and the fused copy is shared by every path
-            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         self.model = model
         self.flags = {"fuse_bn": bool(fuse_bn), "channels_last": bool(channels_last), "compile": bool(compile),
                       "bf16": bool(bf16), "sdpa": bool(sdpa)}

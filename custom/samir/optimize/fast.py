@@ -411,6 +411,7 @@ def fast_optimize_pair(
     max_fine_voxels: int = 2_000_000,
     max_folding: float = 0.005,
     guard_tolerance: float = 0.02,
+    mi_weight: float = 0.0,
     cross_mi_weight: float = 0.0,
     cross_fine_points: int | None = None,
     mi_points: int = 20_000,
@@ -448,10 +449,11 @@ def fast_optimize_pair(
         max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
         guard_tolerance: the result is dropped for the start if its MIND cost is higher than the
             start's by more than this fraction (smaller differences are within the measure's noise).
-        cross_mi_weight: for a pair of two contrasts (:func:`samir.classical.same_contrast`), the fine
-            stage adds this weight × the Parzen-window mutual information of the intensities at
-            ``mi_points`` of its points (``mi_bins`` bins; :func:`sampled_refinement`), with
-            ``cross_fine_points`` feature points per step (None = ``fine_points``); 0 = off.
+        mi_weight, cross_mi_weight: the fine stage adds this weight × the Parzen-window mutual
+            information of the intensities at ``mi_points`` of its points (``mi_bins`` bins;
+            :func:`sampled_refinement`); ``cross_mi_weight`` (when > 0) for a pair of two contrasts
+            (:func:`samir.classical.same_contrast`), with ``cross_fine_points`` feature points per
+            step there (None = ``fine_points``), ``mi_weight`` otherwise; 0 = off.
         progress: called with a short message after each stage (e.g. a progress bar's ``set_postfix_str``).
 
     Returns:
@@ -570,11 +572,13 @@ def fast_optimize_pair(
                 fmf, fff = project(fmf), project(fff)
         coarse_p = p.detach()
         mi_kw, n_points = {}, fine_points
-        if cross and cross_mi_weight > 0:
+        w_mi = cross_mi_weight if cross and cross_mi_weight > 0 else mi_weight
+        if w_mi > 0:
             mi_kw = dict(moving_image=_resample(mov0, fine_size), fixed_image=_resample(fix, fine_size),
-                         mi_weight=cross_mi_weight, mi_points=mi_points, mi_bins=mi_bins)
-            n_points = fine_points if cross_fine_points is None else int(cross_fine_points)
-            info["mutual_information"] = cross_mi_weight
+                         mi_weight=w_mi, mi_points=mi_points, mi_bins=mi_bins)
+            info["mutual_information"] = w_mi
+        if cross and cross_mi_weight > 0 and cross_fine_points is not None:
+            n_points = int(cross_fine_points)
         p = sampled_refinement(p, fmf, fff, fine_iterations, n_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic, **mi_kw)
         del fmf, fff
