@@ -23,7 +23,9 @@ full resolution; every step's work scales with its own grid's voxels.
    DiffusionLoss, the field smoothed by box filters at every step (B-spline-like regularity).
 5. **Fine stage** (``fine_iterations``): the field stays on the working grid while the features
    are compared at full resolution, at ``fine_points`` random voxels per step (a stochastic data
-   term, as elastix samples its metric); kept only if it lowers the MIND dissimilarity.
+   term, as elastix samples its metric), optionally with the mutual information of the intensities
+   at those points (``mi_weight``; ``cross_mi_weight`` for pairs of two contrasts); kept only if it
+   lowers the MIND dissimilarity.
 6. **Full resolution** is only the trilinear upsampling of the result, composed after
    ``init_ddf`` when one is given (e.g. the network's output).
 7. **Guards.** The MIND-SSD of the result against the fixed image is compared with that of the
@@ -317,8 +319,8 @@ def sampled_refinement(param: torch.Tensor, moving_features: torch.Tensor, fixed
     image size, while the field stays on the coarse grid. With ``mi_weight`` > 0 the intensities
     ``moving_image``/``fixed_image`` (1, 1, H, W, D in [0, 1], the features' grid) at ``mi_points`` of the
     points add ``mi_weight`` × MONAI's Parzen-window mutual information loss (as elastix samples Mattes MI):
-    a term that any monotonic or non-monotonic intensity relation satisfies, for pairs of two
-    contrasts. Returns the optimised ``param``.
+    a term that any intensity relation, monotonic or not, satisfies (pairs of two contrasts too).
+    Returns the optimised ``param``.
     """
     fine = tuple(int(s) for s in fixed_features.shape[2:])
     coarse = tuple(int(s) for s in param.shape[2:])
