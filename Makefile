@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The classical peers ANTs SyN and elastix (`peers` extra, ~1.7 GB installed): the `ants`/`elastix` rows
-# of `samir evaluate` and their tests (skipped without them). `make bench` and CI add them.
+# of `samir evaluate` and their tests (skipped without them). CI adds them where its disk has room.
 peers: $(STAMP)
 	$(VENV)/bin/pip install -q -c constraints.txt antspyx itk-elastix
 
