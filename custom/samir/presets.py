@@ -56,8 +56,8 @@ PRESETS: dict[str, Preset] = {
                       # in-plane grid for every pair, 40 steps, no fine stage (0.930 / 0.895 in 4.2-5.0 s, but
                       # 0.910 against 0.920 on the 4 held-out pairs: a rougher field).
                       # Mutual information of the intensities at 10 k of the fine stage's points (16 bins),
-                      # with 40 Adam steps instead of 60 (dev 0.926 / 0.889 → 0.929 / 0.892, 1.5 s/pair
-                      # less; 60 steps: 0.935 / 0.889; 40 Adam and 40 fine steps: 0.927 / 0.889, weight 2:
+                      # with 40 Adam steps instead of 60 (dev 0.926 / 0.889 → 0.929 / 0.892; held-out, one
+                      # run: 0.919 → 0.922 at 5.1 against 5.4 s/pair; 60 steps: 0.935 / 0.889; 40 Adam and 40 fine steps: 0.927 / 0.889, weight 2:
                       # 0.926 on the first set). Tried and left: 14 k fine-stage points (dev 0.933 / 0.893,
                       # held-out 0.922 → 0.921, no faster), 45 fine steps (dev 0.927 / 0.889)
                       fast={"encoder_size": 128, "slice_stride": 1, "capture_mm": 15.0, "intensity_weight": 0.5,
