@@ -173,3 +173,41 @@ def test_parse_cache_option(value, expected, monkeypatch, tmp_path):
     else:
         assert parsed == Path(expected)
     assert parse_cache_option(parsed) == parsed  # idempotent
+
+
+def test_size_bound_removes_the_least_recently_used(tmp_path):
+    """Writes beyond the bound remove the entries used longest ago; a hit counts as a use."""
+    import os
+    import time
+
+    probe = EmbeddingCache(tmp_path, max_bytes=0)
+    one = os.path.getsize(probe.save("0" * 64, torch.zeros(4, 64, 64)))  # size of one entry
+    probe.path("0" * 64).unlink()
+    cache = EmbeddingCache(tmp_path, max_bytes=int(one * 3.5))
+    keys = [f"{i:02x}" + "a" * 62 for i in range(3)]
+    for k, key in enumerate(keys):
+        cache.save(key, torch.full((4, 64, 64), float(k)))
+        past = time.time() - 100 + k  # distinct, increasing times of use
+        os.utime(cache.path(key), (past, past))
+    assert cache.size_bytes() == 3 * one and cache.evicted == 0
+    assert cache.load(keys[0]) is not None  # a hit: keys[0] is now the most recently used
+    for k in range(3, 5):  # two more writes: the bound (3.5 entries, pruned to 90 %) keeps the newest three
+        cache.save(f"{k:02x}" + "b" * 62, torch.full((4, 64, 64), float(k)))
+    assert cache.size_bytes() <= int(one * 3.5)
+    kept = {p.name[:2] for p in tmp_path.glob("*/*.pt")}
+    assert "00" in kept  # used recently: kept
+    assert not {"01", "02"} & kept  # used longest ago: removed first
+    assert cache.evicted >= 2
+    assert cache.load(keys[1]) is None and cache.corrupt == 0  # a removed entry is a plain miss
+
+
+def test_size_bound_from_the_environment(monkeypatch, tmp_path):
+    from samir.encoders.cache import default_max_bytes
+
+    monkeypatch.setenv("SAMIR_CACHE_MAX_GB", "0.5")
+    assert default_max_bytes() == 500_000_000 and EmbeddingCache(tmp_path).max_bytes == 500_000_000
+    monkeypatch.setenv("SAMIR_CACHE_MAX_GB", "0")
+    assert EmbeddingCache(tmp_path).max_bytes == 0  # no bound
+    monkeypatch.setenv("SAMIR_CACHE_MAX_GB", "lots")
+    with pytest.warns(RuntimeWarning, match="not a number"):
+        assert default_max_bytes() == 4_000_000_000

@@ -59,6 +59,7 @@ def test_default_path_without_a_stored_decision(lite64, monkeypatch):
         flags = auto_fast_encoder(lite64).flags
         assert flags["fuse_bn"] and flags["sdpa"] and flags["channels_last"]
         assert flags["bf16"] is native
+        assert flags["fuse_act"] is (fastpath._pointwise_conv_op() is not None)
 
 
 def test_fuse_conv_bn_is_exact():
@@ -133,6 +134,46 @@ def test_sdpa_attention_matches_eager(flags, lite64, sample, eager_ref):
     with torch.no_grad():
         out = fast(sample)
     assert _cos(out, eager_ref) >= 0.99 and torch.allclose(out, eager_ref, atol=1e-3)
+
+
+@pytest.mark.skipif(fastpath._pointwise_conv_op() is None, reason="this torch build has no oneDNN pointwise convolution")
+@pytest.mark.parametrize("flags", [{"fuse_bn": True, "fuse_act": True},
+                                   {"fuse_bn": True, "sdpa": True, "channels_last": True, "fuse_act": True}])
+def test_fused_gelu_matches_eager(flags, lite64, sample, eager_ref):
+    """Every conv → GELU pair of TinyViT runs as one fused call, with the numbers of conv then GELU."""
+    fast = make_fast(lite64, **flags)
+    assert fast.runtime.get("fuse_act")  # in the cache key
+    fused = [m for m in fast.model.modules() if isinstance(m, fastpath.ConvGELU)]
+    # patch embedding 1, two MBConv blocks × 2, three patch mergings × 2
+    assert len(fused) == 11
+    assert not any(isinstance(m, fastpath.ConvGELU) for m in lite64.modules())  # the shared encoder is untouched
+    calls = []
+    op = fastpath._pointwise_conv_op()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fastpath, "_pointwise_conv_op", lambda: (lambda *a: calls.append(a[7]) or op(*a)))
+        with torch.no_grad():
+            out = fast(sample)
+    assert calls == ["gelu"] * 11  # the fused op served every pair
+    assert _cos(out, eager_ref) >= 0.999 and torch.allclose(out, eager_ref, atol=1e-3)
+
+
+def test_conv_gelu_falls_back_where_the_fused_op_cannot_serve():
+    """With gradients, or with no fused op, ConvGELU is conv then GELU (same numbers, gradients flow)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    block = fastpath.ConvGELU(conv)
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    out = block(x)
+    out.sum().backward()
+    assert x.grad is not None and torch.allclose(out, F.gelu(conv(x)))
+    with torch.no_grad():
+        assert torch.allclose(block(x), F.gelu(conv(x)), atol=1e-5)  # fused (where available), same numbers
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fastpath, "_pointwise_conv_op", lambda: None)
+        with torch.no_grad():
+            assert torch.equal(block(x), F.gelu(conv(x)))
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        fastpath.ConvGELU(torch.nn.Linear(3, 3))
 
 
 def test_flags_without_effect_are_dropped():

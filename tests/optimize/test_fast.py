@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from samir.metrics import dice_per_label, folding_fraction
 from samir.optimize.fast import (
     CosineAdam,
+    MindCost,
     coupled_convex_search,
     fast_optimize_pair,
+    feature_stack,
     mind_cost,
     reduced_grid,
 )
@@ -316,3 +318,19 @@ def test_fast_core_adds_mutual_information_across_contrasts_and_where_asked(pair
                                    mi_weight=0.5, cross_mi_weight=1.0, max_work_voxels=4000, fine_points=4000,
                                    mi_points=4000, mi_bins=16)
     assert info["mutual_information"] == 0.5 and _dice(ml, fl, ddf) > before + 0.05
+
+
+def test_mind_descriptors_of_the_feature_stack_serve_the_guards():
+    """The guards reuse the MIND-SSC that the feature stack computed: the same costs as computing them anew."""
+    fixed, _ = _phantom(seed=3)
+    moving, _ = _phantom(seed=4)
+    size = (16, 16, 12)
+    kept: dict = {}
+    feature_stack(moving, fixed, size, (2.0, 2.0, 2.0), descriptors=kept)
+    assert kept["mind_fixed"].shape == (1, 12, *size) and kept["mind_moving"].shape == (1, 12, *size)
+    fresh, reused = MindCost(fixed, size), MindCost(fixed, size, kept["mind_fixed"])
+    assert reused(moving) == pytest.approx(fresh(moving), rel=1e-6)
+    assert reused.of_descriptor(kept["mind_moving"]) == pytest.approx(mind_cost(moving, fixed, size, (2.0,) * 3), rel=1e-6)
+    assert fresh(fixed) == pytest.approx(0.0, abs=1e-12) and fresh(moving) > 0.01
+    with pytest.raises(ValueError, match="grid"):
+        MindCost(fixed, (8, 8, 6), kept["mind_fixed"])

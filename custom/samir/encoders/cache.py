@@ -14,6 +14,10 @@ misses.
   or whose key, shape or checksum does not match, is never served: it is removed, a warning
   says so, and the caller recomputes it.
 * A failing write (read-only or full disk) warns and leaves the computation's result intact.
+* Bounded size: after writes, entries least recently used (a hit refreshes an entry's time) are
+  removed until the cache holds at most ``max_bytes`` (default ``$SAMIR_CACHE_MAX_GB``, else
+  4 GB; 0 or less: no bound). Training on freshly augmented volumes writes an entry per volume:
+  unbounded, one machine's cache had grown to 9.5 GB.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EmbeddingCache", "default_cache_root", "parse_cache_option", "volume_digest", "make_key"]
+__all__ = ["EmbeddingCache", "default_cache_root", "default_max_bytes", "parse_cache_option", "volume_digest",
+           "make_key"]
 
 FORMAT_VERSION = 1
+DEFAULT_MAX_GB = 4.0
 _DISABLED = {"none", "off", "false", "no", "0", ""}
 _DEFAULT = {"default", "true", "yes", "on", "1"}
 
@@ -38,6 +44,18 @@ def default_cache_root() -> Path:
     """``$XDG_CACHE_HOME/samir`` if XDG_CACHE_HOME is set, else ``~/.cache/samir``."""
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "samir"
+
+
+def default_max_bytes() -> int:
+    """The cache's size bound in bytes: ``$SAMIR_CACHE_MAX_GB`` (GB, 0 or less = no bound), else 4 GB."""
+    text = os.environ.get("SAMIR_CACHE_MAX_GB", "").strip()
+    try:
+        gb = float(text) if text else DEFAULT_MAX_GB
+    except ValueError:
+        warnings.warn(f"SAMIR_CACHE_MAX_GB={text!r} is not a number; using {DEFAULT_MAX_GB} GB", RuntimeWarning,
+                      stacklevel=2)
+        gb = DEFAULT_MAX_GB
+    return int(gb * 1e9) if gb > 0 else 0
 
 
 def parse_cache_option(value: str | os.PathLike | bool | None) -> Path | bool:
@@ -87,17 +105,24 @@ class EmbeddingCache:
         to disable the cache (every lookup misses, nothing is written).
     dtype : optional storage dtype (e.g. ``torch.float16`` halves the files); entries are
         returned as float32. Part of the key, so fp16 and fp32 entries never mix.
+    max_bytes : size bound of the whole folder's entries (None: :func:`default_max_bytes`; 0: none).
+        Checked after the first write of the process and then after every 5 % of the bound
+        written; the least recently used entries go first.
 
-    Counters ``hits``, ``misses`` and ``corrupt`` count lookups since construction.
+    Counters ``hits``, ``misses``, ``corrupt`` and ``evicted`` count since construction.
     """
 
-    def __init__(self, root: str | os.PathLike | bool | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, root: str | os.PathLike | bool | None = None, dtype: torch.dtype | None = None,
+                 max_bytes: int | None = None):
         parsed = parse_cache_option(root)
         self.root: Path | None = parsed if parsed is not False else None
         self.dtype = dtype
+        self.max_bytes = default_max_bytes() if max_bytes is None else max(0, int(max_bytes))
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self.evicted = 0
+        self._written_since_prune: int | None = None  # None: no prune yet in this process
 
     def __repr__(self) -> str:
         return f"EmbeddingCache(root={str(self.root) if self.root else False!r}, dtype={self.dtype})"
@@ -147,6 +172,9 @@ class EmbeddingCache:
             return None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:  # removed in between (another process's size bound)
+            self.misses += 1
+            return None
         except Exception as err:  # truncated zip, garbage bytes, ...
             self._reject(path, f"{type(err).__name__}: {err}")
             self.misses += 1
@@ -167,6 +195,10 @@ class EmbeddingCache:
             self.misses += 1
             return None
         self.hits += 1
+        try:
+            os.utime(path)  # recently used: the size bound removes it last
+        except OSError:
+            pass
         return entry["features"].float()
 
     def save(self, key: str, features: torch.Tensor) -> Path | None:
@@ -192,6 +224,7 @@ class EmbeddingCache:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp_name, path)
+            self._after_write(path)
             return path
         except OSError as err:
             warnings.warn(f"could not write embedding cache entry {path}: {err}", RuntimeWarning, stacklevel=2)
@@ -208,3 +241,65 @@ class EmbeddingCache:
             f.unlink()
             n += 1
         return n
+
+    # -- size bound ---------------------------------------------------------------------------
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, bytes, path) of every entry file (``<2 hex>/<key>.pt``) under the root."""
+        out = []
+        if self.root is None or not self.root.is_dir():
+            return out
+        for sub in os.scandir(self.root):
+            if not (sub.is_dir(follow_symlinks=False) and len(sub.name) == 2):
+                continue
+            for f in os.scandir(sub.path):
+                if f.name.endswith(".pt") and f.is_file(follow_symlinks=False):
+                    try:
+                        st = f.stat()
+                    except OSError:  # removed in between
+                        continue
+                    out.append((st.st_mtime, st.st_size, Path(f.path)))
+        return out
+
+    def size_bytes(self) -> int:
+        """Bytes held by the cache's entries now."""
+        return sum(size for _, size, _ in self._entries())
+
+    def prune(self, max_bytes: int | None = None) -> int:
+        """Remove the least recently used entries until at most ``max_bytes`` (default: the bound;
+        pruning goes to 90 % of it, so that the next writes do not prune again at once) remain.
+        Returns the number of entries removed."""
+        limit = self.max_bytes if max_bytes is None else int(max_bytes)
+        if self.root is None or limit <= 0:
+            return 0
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        if total <= limit:
+            return 0
+        target = int(limit * 0.9) if max_bytes is None else limit
+        removed = 0
+        for _, size, path in entries:
+            if total <= target:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            total -= size
+            removed += 1
+        self.evicted += removed
+        return removed
+
+    def _after_write(self, path: Path) -> None:
+        if self.max_bytes <= 0:
+            return
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        if self._written_since_prune is None or self._written_since_prune + size > self.max_bytes // 20:
+            self._written_since_prune = 0
+            self.prune()
+        else:
+            self._written_since_prune += size
