@@ -172,7 +172,8 @@ def test_lean_import_hides_optional_packages_only_inside_the_block():
 def test_register_path_imports_no_compiler_stack():
     """What ``samir register`` runs (lean MONAI import, the LiteMedSAM encoder, the fast core with its
     Adam steps) never imports timm, torchvision, ITK or ``torch._dynamo``: together they were seconds
-    of start-up on a 2-core CPU (timm alone 2.9 s, through the vendored TinyViT)."""
+    of start-up on a 2-core CPU (timm alone 2.9 s, through the vendored TinyViT); nor MONAI's optional
+    download, DICOM and validation packages (0.3 s)."""
     import subprocess
     import sys
 
@@ -188,7 +189,8 @@ def test_register_path_imports_no_compiler_stack():
         "e = enc(img)\n"
         "ddf, info = fast_optimize_pair(img, img.roll(1, 2), moving_embedding=e, fixed_embedding=e, iterations=3,\n"
         "                               fine_iterations=0)\n"
-        "bad = sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'itk') if m in sys.modules)\n"
+        "bad = sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'itk', 'requests', 'pydicom', 'bs4',\n"
+        "                         'jsonschema') if m in sys.modules)\n"
         "print('imported:', bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

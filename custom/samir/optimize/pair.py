@@ -73,8 +73,9 @@ def pca_projector(moving: torch.Tensor, fixed: torch.Tensor, channels: int, max_
     """The map (1, C, ...) → (1, channels, ...) onto the first ``channels`` principal components of two
     feature volumes (1, C, ...) together: fitted (in float64) on a subsample of the voxels of both,
     applied to any volume of the same C channels (another grid too), centred, returned in its own dtype."""
-    x = torch.cat([moving.flatten(2)[0], fixed.flatten(2)[0]], 1).double()  # (C, N)
-    sample = x[:, :: max(1, x.shape[1] // max_samples)]
+    m, f = moving.flatten(2)[0], fixed.flatten(2)[0]  # (C, N) each
+    step = max(1, (m.shape[1] + f.shape[1]) // max_samples)
+    sample = torch.cat([m[:, ::step], f[:, ::step]], 1).double()  # subsampled before any copy
     mean = sample.mean(1, keepdim=True)
     cov = (sample - mean) @ (sample - mean).T / max(1, sample.shape[1] - 1)
     _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
