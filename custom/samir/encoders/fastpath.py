@@ -253,6 +253,9 @@ def _fused_copy(base: SamEncoder, channels_last: bool = False, fuse_act: bool = 
             fused = fused.to(memory_format=torch.channels_last)
         if fuse_act:
             fuse_conv_gelu(fused)
+        for m in fused.modules():  # the frozen copy's attention biases, gathered once (as TinyViT's eval mode does)
+            if hasattr(m, "attention_biases") and hasattr(m, "attention_bias_idxs"):
+                m.ab = m.attention_biases[:, m.attention_bias_idxs].detach()
         entry = (inner, fused)
         _FUSED[key] = entry
     return entry[1]
