@@ -251,7 +251,11 @@ class EmbeddingCache:
         for sub in os.scandir(self.root):
             if not (sub.is_dir(follow_symlinks=False) and len(sub.name) == 2):
                 continue
-            for f in os.scandir(sub.path):
+            try:
+                files = list(os.scandir(sub.path))
+            except OSError:  # removed in between
+                continue
+            for f in files:
                 if f.name.endswith(".pt") and f.is_file(follow_symlinks=False):
                     try:
                         st = f.stat()
@@ -300,6 +304,9 @@ class EmbeddingCache:
             size = 0
         if self._written_since_prune is None or self._written_since_prune + size > self.max_bytes // 20:
             self._written_since_prune = 0
-            self.prune()
+            try:
+                self.prune()
+            except OSError as err:  # the entry itself is written; only the bound could not be kept
+                warnings.warn(f"could not bound the embedding cache {self.root}: {err}", RuntimeWarning, stacklevel=3)
         else:
             self._written_since_prune += size

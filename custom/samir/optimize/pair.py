@@ -72,7 +72,8 @@ def pca_projector(moving: torch.Tensor, fixed: torch.Tensor, channels: int, max_
                   ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The map (1, C, ...) → (1, channels, ...) onto the first ``channels`` principal components of two
     feature volumes (1, C, ...) together: fitted (in float64) on a subsample of the voxels of both,
-    applied to any volume of the same C channels (another grid too), centred, returned in its own dtype."""
+    applied (in the volume's float dtype: float32 for float32) to any volume of the same C channels
+    (another grid too), centred, returned in its own dtype."""
     m, f = moving.flatten(2)[0], fixed.flatten(2)[0]  # (C, N) each
     step = max(1, (m.shape[1] + f.shape[1]) // max_samples)
     sample = torch.cat([m[:, ::step], f[:, ::step]], 1).double()  # subsampled before any copy
