@@ -334,3 +334,17 @@ def test_mind_descriptors_of_the_feature_stack_serve_the_guards():
     assert fresh(fixed) == pytest.approx(0.0, abs=1e-12) and fresh(moving) > 0.01
     with pytest.raises(ValueError, match="grid"):
         MindCost(fixed, (8, 8, 6), kept["mind_fixed"])
+
+
+def test_fine_stage_check_can_be_left_to_the_caller(pair):
+    """With a working grid coarser than the image the fine stage runs; its keep-or-drop check reports
+    both costs, and ``fine_check=False`` skips it (the caller's own guard decides) with the same field."""
+    moving, fixed, ml, fl = pair
+    kw = dict(spacing=(1.5, 1.5, 1.5), iterations=20, fine_iterations=10, max_work_voxels=4000)
+    ddf, info = fast_optimize_pair(moving, fixed, **kw)
+    assert info["fine_grid"] == list(fixed.shape[2:]) and len(info["fine_cost"]) == 2
+    ddf2, info2 = fast_optimize_pair(moving, fixed, fine_check=False, **kw)
+    assert "fine_cost" not in info2 and info2["fine_grid"] == info["fine_grid"]
+    if info.get("fine_kept", True):  # the check kept the fine stage: skipping it changes nothing
+        assert torch.allclose(ddf, ddf2, atol=1e-5)
+    assert _dice(ml, fl, ddf2) > _dice(ml, fl) + 0.05

@@ -434,6 +434,7 @@ def fast_optimize_pair(
     fine_iterations: int = 60,
     fine_points: int = 20_000,
     max_fine_voxels: int = 2_000_000,
+    fine_check: bool = True,
     max_folding: float = 0.005,
     guard_tolerance: float = 0.02,
     mi_weight: float = 0.0,
@@ -471,6 +472,9 @@ def fast_optimize_pair(
         fine_iterations, fine_points, max_fine_voxels: a last Adam stage keeps the field on the
             working grid but compares features on the finer grid (the image's, at most
             ``max_fine_voxels``) at ``fine_points`` random voxels per step (0 = skip).
+        fine_check: drop the fine stage's result for the working-grid one if its MIND cost on the
+            fine grid is higher (two warps and descriptors at full resolution; False leaves the
+            choice to the caller's own guard, as ``samir register``'s last guard makes it).
         max_folding: largest fraction of folding voxels (det J ≤ 0) allowed in the result.
         guard_tolerance: the result is dropped for the start if its MIND cost is higher than the
             start's by more than this fraction (smaller differences are within the measure's noise).
@@ -609,21 +613,22 @@ def fast_optimize_pair(
         p = sampled_refinement(p, fmf, fff, fine_iterations, n_points, lr * 0.5, smooth_weight, smooth_passes,
                                diffeomorphic, **mi_kw)
         del fmf, fff
-        # keep the fine stage only if it lowers the dissimilarity on the working grid
-        with torch.no_grad():
-            fine_cost = MindCost(fix, fine_size, fine_mind.get("mind_fixed"))
-            del fine_mind
+        # keep the fine stage only if it lowers the MIND dissimilarity on the fine grid
+        if fine_check:
+            with torch.no_grad():
+                fine_cost = MindCost(fix, fine_size, fine_mind.get("mind_fixed"))
 
-            def stage_cost(q):
-                v = _smooth_field(q, smooth_passes)
-                r = resize_ddf(velocity_to_ddf(v) if diffeomorphic else v, size)
-                return fine_cost(warp(mov0, r))
+                def stage_cost(q):
+                    v = _smooth_field(q, smooth_passes)
+                    r = resize_ddf(velocity_to_ddf(v) if diffeomorphic else v, size)
+                    return fine_cost(warp(mov0, r))
 
-            before_fine, after_fine = stage_cost(coarse_p), stage_cost(p)
-        info["fine_cost"] = [before_fine, after_fine]
-        if after_fine > before_fine:
-            p = coarse_p
-            info["fine_kept"] = False
+                before_fine, after_fine = stage_cost(coarse_p), stage_cost(p)
+            info["fine_cost"] = [before_fine, after_fine]
+            if after_fine > before_fine:
+                p = coarse_p
+                info["fine_kept"] = False
+        del fine_mind
         info["fine_grid"] = list(fine_size)
         timings["fine"] = time.perf_counter() - t
         note(f"Adam {fine_iterations} steps, {fine_points} points of {fine_size}")
