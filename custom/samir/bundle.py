@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -133,11 +134,37 @@ class ValidationState:
             state["saved"] = [[float(priority), str(filename)] for priority, filename in checkpoint.state_dict()["_saved"]]
         return state
 
-    def load_state_dict(self, state: Mapping) -> None:
+    def load_state_dict(self, state: Mapping, source_dir: str | os.PathLike | None = None) -> None:
+        """Restore the best so far. ``source_dir``: the stopped run's folder (the resumed checkpoint's). A run
+        resumed into another ``output_dir`` gets the best weights file copied from there: the saver would
+        otherwise try to delete a file its folder does not hold at the first new best (FileNotFoundError,
+        the run lost), and an export without a new best would find no weights. An entry whose file is in
+        neither folder is dropped, with a warning."""
         self.evaluator.state.best_metric = float(state["best_metric"])
         self.evaluator.state.best_metric_epoch = int(state["best_metric_epoch"])
-        if self._key_checkpoint() is not None and state.get("saved"):  # MONAI's own resume of the saver's list
-            self.saver.load_state_dict({"_saved": [(float(priority), str(filename)) for priority, filename in state["saved"]]})
+        if self._key_checkpoint() is None or not state.get("saved"):
+            return
+        save_dir = Path(self.saver.save_dir)
+        # the saver lists ignite's own names; MONAI's handler writes them under its fixed name (model.pt)
+        fixed_name = getattr(self._key_checkpoint().save_handler, "filename", None)
+        saved = []
+        for priority, filename in state["saved"]:
+            on_disk = fixed_name or str(filename)
+            here = save_dir / on_disk
+            there = Path(source_dir) / on_disk if source_dir is not None else None
+            if not here.is_file() and there is not None and there.is_file():
+                save_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(there, here)
+                logger.info(f"resumed into {save_dir}: the best weights so far copied from {there}")
+            if here.is_file():
+                saved.append((float(priority), str(filename)))
+            else:
+                logger.warning(f"resume: the best weights so far ({on_disk}, validation {float(priority):.4f}) are "
+                               f"in neither {save_dir} nor {source_dir}; the best is counted anew from this run")
+        if saved:  # MONAI's own resume of the saver's list
+            self.saver.load_state_dict({"_saved": saved})
+        else:  # no weights file of that best: what model.pt will hold and what the export reports must agree
+            self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = -1.0, -1
 
 
 def attach_resume(trainer, resume_from: str | None, network, optimizer=None, validation: ValidationState | None = None):
@@ -158,7 +185,7 @@ def attach_resume(trainer, resume_from: str | None, network, optimizer=None, val
         trainer.load_state_dict(state["trainer"])
         trainer.state.max_epochs = max(max_epochs or 0, trainer.state.epoch)
     if validation is not None and "validation" in state:
-        validation.load_state_dict(state["validation"])
+        validation.load_state_dict(state["validation"], source_dir=Path(resume_from).parent)
         logger.info(f"resumed: best validation {validation.evaluator.state.best_metric:.4f} "
                     f"at epoch {validation.evaluator.state.best_metric_epoch}")
     return trainer

@@ -101,6 +101,44 @@ def test_resume_keeps_the_best_validation(acdc_root, tmp_path):
     wf2.finalize()
 
 
+def test_resume_into_another_output_dir(acdc_root, tmp_path):
+    """A run resumed into a new output_dir takes the best weights so far along: a new best after the resume
+    replaces them there (it used to crash deleting a model.pt that folder never held), and without a new
+    best the folder still holds the stopped run's best."""
+    first = tmp_path / "first"
+    wf = _workflow(**_common(acdc_root, first, num_epochs=1))
+    wf.run()
+    wf.finalize()
+    last = sorted(first.glob("last_checkpoint_*.pt"))[0]
+    best_bytes = (first / "model.pt").read_bytes()
+
+    # no new best possible (the stopped run's best raised out of reach): the best file comes along unchanged
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    saved["validation"]["best_metric"] = 2.0
+    saved["validation"]["saved"] = [[2.0, saved["validation"]["saved"][0][1]]]
+    unbeatable = first / "unbeatable.pt"
+    torch.save(saved, unbeatable)
+    kept = tmp_path / "kept"
+    wf2 = _workflow(**_common(acdc_root, kept, num_epochs=2, resume_from=str(unbeatable)))
+    wf2.run()
+    wf2.finalize()
+    assert (kept / "model.pt").read_bytes() == best_bytes
+
+    # a best that any validation beats: the new best is written in the new folder, the old folder untouched
+    saved["validation"]["best_metric"] = -0.5
+    saved["validation"]["saved"] = [[-0.5, saved["validation"]["saved"][0][1]]]
+    beatable = first / "beatable.pt"
+    torch.save(saved, beatable)
+    second = tmp_path / "second"
+    wf3 = _workflow(**_common(acdc_root, second, num_epochs=2, resume_from=str(beatable)))
+    wf3.run()
+    evaluator = wf3.parser.get_parsed_content("validate#evaluator")
+    assert evaluator.state.best_metric_epoch == 2 and evaluator.state.best_metric > -0.5
+    wf3.finalize()
+    assert (second / "model.pt").is_file() and (second / "model.pt").read_bytes() != best_bytes
+    assert (first / "model.pt").read_bytes() == best_bytes
+
+
 def test_budget_stops_at_epoch_end(acdc_root, tmp_path):
     wf = _workflow(**_common(acdc_root, tmp_path / "budget", num_epochs=5, max_iterations=2, val_interval=10))
     wf.run()
