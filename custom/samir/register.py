@@ -294,7 +294,7 @@ class Registrar:
             if encoder is not None:  # on the model grid: the embeddings span the field of view, any grid
                 t = time.perf_counter()
                 with torch.no_grad():
-                    em, ef = encoder(m), encoder(f)
+                    em, ef = encoder(torch.cat([m, f])).split(1)  # one batch: encoded side by side
                 seconds["encode"] = time.perf_counter() - t
                 self._note(f"SAM features {tuple(em.shape[2:])} in {seconds['encode']:.1f} s")
             options = {k: v for k, v in fast_options.items() if k not in ("encoder_size", "slice_stride")}

@@ -128,3 +128,26 @@ def test_a_pair_asked_for_twice_is_encoded_once_without_a_cache():
     enc(c)  # the oldest of the pair drops out: a is encoded again
     enc(a)
     assert enc.slices_encoded == n + 6
+
+
+def test_a_batch_of_volumes_is_encoded_side_by_side_with_the_same_numbers(tmp_path):
+    """A pair given as one batch is encoded in parallel threads on a CPU (one torch thread each): the same
+    features as one volume at a time, each volume once (a volume repeated in the batch too), the slice
+    counters exact, and torch's thread count restored."""
+    torch.manual_seed(3)
+    vols = torch.rand(3, 1, 24, 20, 4)
+    vols[2] = vols[0]  # the same volume twice
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        enc = SliceEncoder(build_encoder("tiny"), cache=False)
+        together = enc(vols)
+        assert torch.get_num_threads() == 2
+        assert enc.slices_encoded == 8  # 2 distinct volumes × 4 slices
+        one_by_one = torch.cat([SliceEncoder(build_encoder("tiny"), cache=False)(v[None]) for v in vols])
+        assert torch.equal(together, one_by_one)
+        cached = SliceEncoder(build_encoder("tiny"), cache=tmp_path)
+        assert torch.equal(cached(vols), together) and cached.slices_encoded == 8
+        assert torch.equal(cached(vols), together) and cached.slices_encoded == 8  # all from the disk cache
+    finally:
+        torch.set_num_threads(threads)

@@ -69,6 +69,29 @@ def test_box_filter_is_a_mean_with_replicated_edges():
     assert torch.allclose(box_filter(x, 1), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, passes", [((1, 3, 56, 63, 12), 2), ((1, 3, 7, 5, 3), 3), ((1, 3, 1, 4, 9), 2)])
+def test_matrix_smoothing_equals_repeated_box_passes(shape, passes):
+    """The small-grid smoothing of the Adam stages (one matrix per axis) gives the numbers and gradients of
+    repeated box passes; above the size limit the box passes themselves run."""
+    import samir.optimize.fast as fast
+
+    torch.manual_seed(0)
+    u = torch.randn(shape, requires_grad=True)
+    weights = torch.randn(shape)
+    (fast._smooth_field(u, passes) * weights).sum().backward()
+    grad_matrix, u.grad = u.grad.clone(), None
+    ref = u
+    for _ in range(passes):
+        ref = box_filter(ref, 1)
+    (ref * weights).sum().backward()
+    assert torch.allclose(fast._smooth_field(u, passes), ref, atol=1e-5)
+    assert torch.allclose(grad_matrix, u.grad, atol=1e-5)
+    assert u.numel() * sum(shape[2:]) <= fast.MATRIX_SMOOTHING_MAX_MACS  # these took the matrix path
+    big = torch.randn(1, 3, 160, 160, 48)
+    assert big.numel() * 368 > fast.MATRIX_SMOOTHING_MAX_MACS
+    assert torch.allclose(fast._smooth_field(big, 1), box_filter(big, 1))
+
+
 @pytest.mark.parametrize("scale, offset", [(2.0, 5.0), (-1.0, 1.0), (0.1, -3.0)])
 def test_mind_is_invariant_to_affine_intensity_changes(scale, offset):
     image, _ = _phantom((24, 24, 20))

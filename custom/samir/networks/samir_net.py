@@ -217,6 +217,9 @@ class SAMIR(nn.Module):
 
         level_embeddings = None
         if self.use_sam:
+            if moving_embedding is None and fixed_embedding is None:  # one batch: encoded side by side
+                both = self.encode(torch.cat([x[:, :1], x[:, 1:]], dim=0))
+                moving_embedding, fixed_embedding = both[:b], both[b:]
             if moving_embedding is None:
                 moving_embedding = self.encode(x[:, :1])
             if fixed_embedding is None:
