@@ -197,3 +197,22 @@ def test_register_path_imports_no_compiler_stack():
                          env={k: v for k, v in __import__("os").environ.items() if k != "SAMIR_FULL_IMPORTS"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "imported: []", out.stdout
+
+
+def test_monai_optional_codec_notice_is_quiet():
+    """MONAI's image loader logs that NVIDIA's optional GPU image codec is missing (where pydicom is
+    installed), on every start of a command that loads images: the CLI keeps that line off the terminal."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("SAMIR_DEBUG", "SAMIR_FULL_IMPORTS")}
+    load = "from monai.transforms import LoadImage\nLoadImage()"
+    loud = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
+                          timeout=300, env=env)
+    if "nvImageCodec" not in loud.stderr:
+        pytest.skip("this MONAI / pydicom install logs no codec notice")
+    quiet = subprocess.run([sys.executable, "-c", "from samir.cli import _quiet_third_party\n"
+                            "_quiet_third_party()\n" + load], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "nvImageCodec" not in quiet.stderr

@@ -408,6 +408,8 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # MONAI's DICOM plugin logs on every import that NVIDIA's optional GPU image codec is missing
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 # What MONAI imports at start-up only because it is installed (``optional_import``), and that
