@@ -296,7 +296,7 @@ class SliceEncoder(nn.Module):
 
     def _encode_volumes(self, volumes: list[torch.Tensor]) -> list[torch.Tensor]:
         """:meth:`encode_volume` of each; on a CPU with ``n ≥ 2`` torch threads, ``n`` volumes side by side,
-        one thread each (a pair's two volumes: 15 % faster than one after the other on 2 threads, and
+        one thread each (a pair's two volumes: 8–15 % faster than one after the other on 2 threads, and
         robust when another job takes a core, where two OpenMP threads per op waited on each other up
         to 8× longer). The same numbers either way."""
         threads = torch.get_num_threads()
