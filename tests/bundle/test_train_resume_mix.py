@@ -138,6 +138,17 @@ def test_resume_into_another_output_dir(acdc_root, tmp_path):
     assert (second / "model.pt").is_file() and (second / "model.pt").read_bytes() != best_bytes
     assert (first / "model.pt").read_bytes() == best_bytes
 
+    # the best weights file is gone from both folders: the best is counted anew, so model.pt and the
+    # reported best epoch agree (the first validation after the resume becomes the best)
+    (first / "model.pt").unlink()
+    third = tmp_path / "third"
+    wf4 = _workflow(**_common(acdc_root, third, num_epochs=2, resume_from=str(unbeatable)))
+    evaluator = wf4.parser.get_parsed_content("validate#evaluator")
+    assert evaluator.state.best_metric == -1.0
+    wf4.run()
+    assert evaluator.state.best_metric_epoch == 2 and (third / "model.pt").is_file()
+    wf4.finalize()
+
 
 def test_budget_stops_at_epoch_end(acdc_root, tmp_path):
     wf = _workflow(**_common(acdc_root, tmp_path / "budget", num_epochs=5, max_iterations=2, val_interval=10))

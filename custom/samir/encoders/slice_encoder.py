@@ -321,26 +321,25 @@ class SliceEncoder(nn.Module):
             raise ValueError(f"volume: expected shape (B, 1, H, W, D), got {tuple(volume.shape)}")
         shape = (self.out_channels, *self.output_shape(volume.shape[2:]))
         keys = [self.cache_key(item) for item in volume]
-        out: list[torch.Tensor | None] = []
-        for key in keys:
+        found: dict[str, torch.Tensor] = {}  # each distinct volume once (a batch may repeat one)
+        for key in dict.fromkeys(keys):
             feats = self._recent.get(key) if not self.cache.enabled else self.cache.load(key, shape)
-            out.append(feats.to(volume.device) if feats is not None else None)
-        missing = [i for i, feats in enumerate(out) if feats is None]
-        missing = [i for n, i in enumerate(missing) if keys[i] not in [keys[j] for j in missing[:n]]]  # once each
-        for i, feats in zip(missing, self._encode_volumes([volume[i, 0] for i in missing])):
+            if feats is not None:
+                found[key] = feats.to(volume.device)
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        encoded = self._encode_volumes([volume[keys.index(key), 0] for key in missing])
+        for key, feats in zip(missing, encoded):
             if self.cache.enabled:
-                self.cache.save(keys[i], feats)
+                self.cache.save(key, feats)
                 if self.cache.dtype is not None:  # a miss returns what a hit would
                     feats = feats.to(self.cache.dtype).float()
-            out[i] = feats
-        for i, key in enumerate(keys):
-            if out[i] is None:  # a volume given twice in the batch: encoded once
-                out[i] = out[keys.index(key)]
-            if not self.cache.enabled:
-                # without a disk cache, the same volumes are often asked for again at once (the network,
-                # then the refinement): the last pair stays in memory
+            found[key] = feats
+        if not self.cache.enabled:
+            # without a disk cache, the same volumes are often asked for again at once (the network,
+            # then the refinement): the last pair stays in memory
+            for key in keys:
                 self._recent.pop(key, None)
-                self._recent[key] = out[i]
+                self._recent[key] = found[key]
                 while len(self._recent) > RECENT_VOLUMES:
                     self._recent.pop(next(iter(self._recent)))
-        return torch.stack(out)
+        return torch.stack([found[key] for key in keys])

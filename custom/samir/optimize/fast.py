@@ -243,7 +243,7 @@ def _smooth_field(u: torch.Tensor, passes: int = 3, radius: int = 1) -> torch.Te
     if passes <= 0 or radius <= 0:
         return u
     b, c, h, w, d = u.shape
-    if u.numel() * (h + w + d) > MATRIX_SMOOTHING_MAX_MACS or not u.dtype.is_floating_point:
+    if u.numel() * (h + w + d) > MATRIX_SMOOTHING_MAX_MACS:
         for _ in range(passes):
             u = box_filter(u, radius)
         return u
