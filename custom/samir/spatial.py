@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from monai.networks.blocks import DVF2DDF, Warp
 
-__all__ = ["warp", "warp_image", "warp_label", "compose", "velocity_to_ddf", "identity_grid", "resize_ddf",
+__all__ = ["warp", "warp_image", "warp_label", "compose", "invert_ddf", "velocity_to_ddf", "identity_grid", "resize_ddf",
            "shrink_factor"]
 
 _WARPS: dict[tuple[str, str], Warp] = {}
@@ -74,6 +74,20 @@ def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     Both (B, 3, H, W, D) in voxels. ``warp(M, compose(outer, inner)) ≈ warp(warp(M, outer), inner)``.
     """
     return inner + warp(outer, inner, mode="bilinear", padding_mode="border")
+
+
+def invert_ddf(ddf: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """Approximate inverse of a DDF (B, 3, H, W, D, voxels) by fixed-point iteration v = -u(x + v).
+
+    ``compose(invert_ddf(u), u) ≈ 0`` where ``u`` is smooth and does not fold (the iteration
+    contracts while the field's Jacobian stays below 1 in norm); errors fall about geometrically.
+    """
+    if ddf.ndim != 5 or ddf.shape[1] != 3:
+        raise ValueError(f"ddf: expected shape (B, 3, H, W, D), got {tuple(ddf.shape)}")
+    inverse = -ddf
+    for _ in range(int(iterations)):
+        inverse = -warp(ddf, inverse)
+    return inverse
 
 
 _INTEGRATORS: dict[int, DVF2DDF] = {}

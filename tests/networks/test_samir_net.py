@@ -46,6 +46,71 @@ def test_identical_images_give_near_zero_field(tiny_net):
     assert ddf.abs().max() < 1e-2  # untrained: residual heads start at ~0
 
 
+def _nonzero_net(finest_level: int = 0, sam: bool = True) -> SAMIR:
+    """A tiny network whose flow heads give a non-trivial field (untrained ones start at ~0)."""
+    torch.manual_seed(1)
+    levels = 3 + finest_level
+    net = build_samir("tiny" if sam else None, cache_dir=False, levels=levels, channels=(4, 8, 8, 8)[:levels],
+                      head_channels=8, head_blocks=1, flow_width=8, finest_level=finest_level, sam_min_level=2,
+                      symmetric=True)
+    with torch.no_grad():
+        for est in net.estimators:
+            est.out.weight.normal_(0.0, 0.2)
+    return net.eval()
+
+
+def _pair(shape=(32, 32, 8)):
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.avg_pool3d(torch.rand(1, 1, *shape, generator=g), 3, 1, 1)
+    return torch.cat([img, img.roll(2, dims=2)], dim=1)
+
+
+@pytest.mark.parametrize("sam", [True, False])
+def test_symmetric_is_the_mean_of_forward_and_inverted_backward(sam):
+    from samir.spatial import invert_ddf
+    net = _nonzero_net(sam=sam)
+    x = _pair()
+    with torch.no_grad():
+        fwd = net(x, symmetric=False)
+        bwd = net(x.flip(1), symmetric=False)  # fixed → moving
+        sym = net(x)  # built with symmetric=True, in eval mode
+    assert fwd.abs().max() > 0.2  # a real field, not the untrained ~0
+    expected = 0.5 * (fwd + invert_ddf(bwd, net.inverse_iterations))
+    torch.testing.assert_close(sym, expected, atol=1e-4, rtol=1e-4)  # one batch = two separate passes
+    assert (sym - fwd).abs().max() > 1e-3
+
+
+def test_symmetric_fields_of_swapped_inputs_are_near_inverses():
+    from samir.spatial import compose
+    net = _nonzero_net(finest_level=0)
+    x = _pair()
+    with torch.no_grad():
+        ab, ba = net(x), net(x.flip(1))
+        one_ab, one_ba = net(x, symmetric=False), net(x.flip(1), symmetric=False)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4), slice(2, -2))
+    gap = compose(ba, ab)[inner].abs().mean()  # x ↦ x + ab(x) ↦ back: zero for exact inverses
+    one_gap = compose(one_ba, one_ab)[inner].abs().mean()
+    assert gap < 0.5 * one_gap
+
+
+def test_training_and_return_all_run_one_direction():
+    net = _nonzero_net(finest_level=1)
+    x = _pair()
+    with torch.no_grad():
+        one = net(x, symmetric=False)
+        out = net(x, return_all=True)
+        net.train()
+        trained = net(x)
+        net.eval()
+    torch.testing.assert_close(out["ddf"], one)
+    torch.testing.assert_close(trained, one)
+    assert out["ddf"].shape == (1, 3, 32, 32, 8) and all(d.shape[0] == 1 for d in out["level_ddfs"])
+    net.symmetric = False  # switched off (the default), it runs one direction
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), one)
+    assert build_samir(None, levels=3, channels=(4, 8, 8)).symmetric is False
+
+
 def test_gradients_reach_head_and_pyramid_never_encoder(tiny_net):
     tiny_net.train()
     out = tiny_net(torch.rand(1, 2, 32, 32, 8), return_all=True)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samir.networks.head import FeatureHead3D
-from samir.spatial import compose, resize_ddf, velocity_to_ddf, warp
+from samir.spatial import compose, invert_ddf, resize_ddf, velocity_to_ddf, warp
 
 __all__ = ["SAMIR", "ImagePyramid", "resample_embedding"]
 
@@ -115,6 +115,16 @@ class SAMIR(nn.Module):
         sam_min_level: finest level that carries refined SAM features (2: quarter resolution,
             where LiteMedSAM's 32×32 grid at 128 px meets a 128×128 slice; 1 for its 64×64 grid
             at 256 px); finer levels use image features only. HFC uses every level.
+        symmetric: at inference (eval mode, without ``return_all``) estimate both directions,
+            moving→fixed and fixed→moving, in one batch (the pyramid and head features are shared),
+            and return the mean of the forward field and the inverted backward field. One
+            direction alone is biased towards the side it warps; the mean cancels part of that
+            (+1.4 to +3.9 Dice points for the cardiac network alone on whole images, see the model
+            card) for about one more pass of the flow estimators. Only for a network trained on
+            both directions (the shipped ones: ACDC pairs both ways, random inter-subject pairs): a
+            network fitted to one direction gets a meaningless backward field, so the default is
+            off and the shipped sidecars switch it on. Training always runs one direction.
+        inverse_iterations: fixed-point iterations that invert the backward field (``invert_ddf``).
     """
 
     def __init__(
@@ -131,6 +141,8 @@ class SAMIR(nn.Module):
         hfc_channels: int = 32,
         sam_min_level: int = 2,
         finest_level: int = 0,
+        symmetric: bool = False,
+        inverse_iterations: int = 10,
         seed: int = 0,
     ):
         super().__init__()
@@ -142,6 +154,8 @@ class SAMIR(nn.Module):
         self.levels = levels
         self.diffeomorphic = bool(diffeomorphic)
         self.int_steps = int_steps
+        self.symmetric = bool(symmetric)
+        self.inverse_iterations = int(inverse_iterations)
         self.sam_encoder = sam_encoder
         self.use_sam = sam_encoder is not None
         if not 0 <= finest_level <= levels - 3:
@@ -190,6 +204,7 @@ class SAMIR(nn.Module):
         moving_embedding: torch.Tensor | None = None,
         fixed_embedding: torch.Tensor | None = None,
         return_all: bool = False,
+        symmetric: bool | None = None,
     ):
         """x (B, 2, H, W, D) [moving, fixed] → DDF (B, 3, H, W, D) voxels (or a dict with ``return_all``).
 
@@ -198,6 +213,8 @@ class SAMIR(nn.Module):
         a dict: ``ddf``, ``level_ddfs`` (coarse→fine down to ``finest_level``, each
         (B, 3, *level grid) in that level's voxels, on the padded grid), ``level_embeddings`` ((moving, fixed) projected frozen
         embeddings resampled to each level; None for the baseline), ``padded_size``.
+        ``symmetric``: None follows ``self.symmetric`` in eval mode (never in training mode or with
+        ``return_all``); True/False forces it.
         """
         if x.ndim != 5 or x.shape[1] != 2:
             raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
@@ -237,6 +254,15 @@ class SAMIR(nn.Module):
                     e = resample_embedding(proj, size, level_size, 2**level)  # HFC at every level
                     level_embeddings.append((e[:b], e[b:]))
 
+        if symmetric is None:
+            symmetric = self.symmetric and not self.training and not return_all
+        if symmetric:  # both directions in one batch: [moving→fixed, fixed→moving]
+            mov_feats, fix_feats = (
+                [torch.cat([m, f], dim=0) for m, f in zip(mov_feats, fix_feats)],
+                [torch.cat([f, m], dim=0) for m, f in zip(mov_feats, fix_feats)],
+            )
+            b = 2 * b
+
         ddf = None
         level_ddfs = []
         for level in reversed(range(self.finest_level, self.levels)):
@@ -253,6 +279,10 @@ class SAMIR(nn.Module):
             ddf = compose(ddf_up, residual)
             level_ddfs.append(ddf)
 
+        if symmetric:  # mean of the forward field and the inverted backward one, on the finest level's grid
+            b //= 2
+            ddf = 0.5 * (ddf[:b] + invert_ddf(ddf[b:], self.inverse_iterations))
+            level_ddfs = [d[:b] for d in level_ddfs]
         if self.finest_level:  # the finest estimated level is coarser than the image: upsample
             ddf = resize_ddf(ddf, padded)
         out = ddf[..., : size[0], : size[1], : size[2]]
