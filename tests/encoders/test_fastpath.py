@@ -190,3 +190,24 @@ def test_bench_quick_smoke(capsys):
     assert res["machine"]["matmul_gflops"] > 0
     assert {r["path"] for r in res["rows"]} >= {"eager", "channels_last"}
     assert res["rows"][0]["speedup"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_bench_network_rows_time_what_register_runs(tmp_path, symmetric):
+    import json
+
+    import torch
+    from samir.networks import build_samir
+    from samir.tools.speed_bench import network_rows
+
+    args = {"encoder": "tiny", "levels": 3, "channels": [4, 8, 8], "head_channels": 8, "head_blocks": 1,
+            "flow_width": 8, "symmetric": symmetric}
+    torch.manual_seed(0)
+    torch.save(build_samir(cache_dir=False, **args).state_dict(), tmp_path / "m.pt")
+    (tmp_path / "m.json").write_text(json.dumps({"network": args}))
+    rows = network_rows(str(tmp_path / "m.pt"))
+    forward = [name for name in rows if name.startswith("network forward")]
+    assert len(forward) == (2 if symmetric else 1)  # a symmetric network: both directions, and one
+    assert ("both directions" in forward[0]) == symmetric
+    for name in forward:
+        assert rows[name]().shape == (1, 3, 128, 128, 16)

@@ -269,7 +269,8 @@ def run_bench(
 
 def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
     """Extra rows for the shipped cardiac network on a 128×128×16 pair: the forward pass with the
-    embeddings given, and a whole in-process pair with the embeddings in the on-disk cache."""
+    embeddings given (both directions and one, for a symmetric network), and a whole in-process pair
+    with the embeddings in the on-disk cache."""
     import tempfile
     from pathlib import Path
 
@@ -288,15 +289,22 @@ def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
     with torch.no_grad():
         me, fe = net.encode(x[:, :1]), net.encode(x[:, 1:])  # fills the cache as a first run would
 
-    def forward():
+    def forward():  # as the sidecar says: both directions averaged for the shipped weights
         with torch.no_grad():
             return net(x, me, fe)
+
+    def forward_one_direction():  # as samir register runs it before the refinement
+        with torch.no_grad():
+            return net(x, me, fe, symmetric=False)
 
     def cached_pair():
         with torch.no_grad():
             return net(x)  # embeddings come from the on-disk cache
 
-    rows = {"network forward, cardiac 128×128×16 (embeddings given)": forward}
+    rows = {"network forward, cardiac 128×128×16 (embeddings given)" + (", both directions" if net.symmetric else ""):
+            forward}
+    if net.symmetric:
+        rows["network forward, one direction (before the refinement)"] = forward_one_direction
     if isinstance(net.sam_encoder.cache, EmbeddingCache):
         rows["cardiac pair in-process, embeddings cached on disk"] = cached_pair
     return rows
