@@ -20,6 +20,7 @@ from its second epoch on).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -56,14 +57,21 @@ class _Timer:
 def profile_training(iterations: int = 5, warmup: int = 1, cache: str = "warm", preset: str = "shipped",
                      threads: int | None = None, **overrides) -> dict:
     """Time ``iterations`` training iterations; returns {"per_iteration_s", "components_s", ...} per iteration."""
-    from samir.bundle import bundle_workflow
-    from samir.training import pair_inputs
-
     if threads:
         torch.set_num_threads(int(threads))
     if cache not in ("warm", "cold"):
         raise ValueError(f"cache: expected 'warm' or 'cold', got {cache!r}")
     tmp = tempfile.mkdtemp(prefix="samir-profile-")
+    try:  # its embedding cache and run folder are scratch: removed however the profile ends
+        return _profile(tmp, iterations, warmup, cache, preset, overrides)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _profile(tmp: str, iterations: int, warmup: int, cache: str, preset: str, overrides: dict) -> dict:
+    from samir.bundle import bundle_workflow
+    from samir.training import pair_inputs
+
     cfg = dict(TINY) if preset == "tiny" else {}
     cfg.update({"cache_dir": (tmp + "/cache") if cache == "warm" else False, "output_dir": tmp + "/run",
                 "val_interval": 10**6})
