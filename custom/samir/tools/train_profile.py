@@ -20,7 +20,6 @@ from its second epoch on).
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -61,11 +60,9 @@ def profile_training(iterations: int = 5, warmup: int = 1, cache: str = "warm", 
         torch.set_num_threads(int(threads))
     if cache not in ("warm", "cold"):
         raise ValueError(f"cache: expected 'warm' or 'cold', got {cache!r}")
-    tmp = tempfile.mkdtemp(prefix="samir-profile-")
-    try:  # its embedding cache and run folder are scratch: removed however the profile ends
+    # its embedding cache and run folder are scratch: removed however the profile ends
+    with tempfile.TemporaryDirectory(prefix="samir-profile-", ignore_cleanup_errors=True) as tmp:
         return _profile(tmp, iterations, warmup, cache, preset, overrides)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _profile(tmp: str, iterations: int, warmup: int, cache: str, preset: str, overrides: dict) -> dict:
