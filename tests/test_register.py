@@ -189,20 +189,24 @@ def test_network_then_refinement_by_default_and_no_optimize(pair, weights, tmp_p
     assert _metrics(tmp_path / "b")["method"] == "network"
 
 
-def test_symmetric_network_runs_both_directions_only_when_its_field_is_the_answer(pair, tmp_path):
+def test_symmetric_network_runs_both_directions_and_its_passes_only_when_its_field_is_the_answer(pair, tmp_path):
     d = tmp_path / "w"
     d.mkdir()
     torch.manual_seed(0)
     torch.save(build_samir(cache_dir=False, **TINY).state_dict(), d / "model.pt")
-    (d / "model.json").write_text(json.dumps({"network": {**TINY, "symmetric": True}}))
-    seen = []
+    (d / "model.json").write_text(json.dumps({"network": {**TINY, "symmetric": True, "passes": 2}}))
+    seen = {}
     for optimize in (False, True):
         reg = Registrar(preset="cardiac", weights=str(d / "model.pt"), cache_dir=False, device="cpu", optimize=optimize)
         net = reg.network("cardiac")
-        assert net.symmetric  # from the sidecar
-        net.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs.get("symmetric")), with_kwargs=True)
+        assert net.symmetric and net.passes == 2  # from the sidecar
+        calls = seen.setdefault(optimize, [])
+        net.register_forward_hook(lambda mod, args, kwargs, out, calls=calls: calls.append(
+            (kwargs.get("symmetric"), kwargs.get("passes"))), with_kwargs=True)
         reg.register_files(pair["fixed"], pair["moving"], tmp_path / f"o{int(optimize)}")
-    assert seen == [True, False]  # network only: both directions; before the refinement: one
+    # network only: both directions and the sidecar's two passes; before the refinement: one direction, one pass
+    assert seen[False] == [(True, 2)]
+    assert seen[True] == [(False, 1)]
 
 
 def test_abdomen_starts_from_identity_until_its_network_beats_it(weights):

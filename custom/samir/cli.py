@@ -146,7 +146,8 @@ class SamirCLI:
             device: cpu | cuda | cuda:1 ... (default: cuda when available).
             cache_dir: embedding cache folder, or false for none (default: ~/.cache/samir).
             no_optimize: the network's field only (no training-free refinement; a network whose sidecar
-                says "symmetric" runs both directions and averages them).
+                says "symmetric" runs both directions and averages them, and its "passes" run one after
+                another on the moving image warped so far).
             iterations: Adam steps of the training-free core (default: its own).
             from_identity: the training-free core from identity, no network (any anatomy, any contrast).
             l2r_short_names: Learn2Reg file disp_FFFF_MMMM for every pair (older scorers) instead of the current names.

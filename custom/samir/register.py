@@ -283,11 +283,14 @@ class Registrar:
             t = time.perf_counter()
             net = self.network(preset_name)
             with torch.no_grad():
-                # symmetric (both directions, averaged) when the network's field is the answer; one
-                # direction when the refinement follows: it removes that bias itself (dev and held-out
-                # cardiac pairs within ±0.5 Dice either way), and the second direction costs ~0.25 s
+                # symmetric (both directions, averaged) and the sidecar's passes when the network's field
+                # is the answer; one direction and one pass when the refinement follows: it removes that
+                # bias itself (dev and held-out cardiac pairs within ±0.5 Dice either way), and the second
+                # direction costs ~0.25 s
                 pair = torch.cat([m, f], dim=1)
-                candidates["network"] = resize_ddf(net(pair, symmetric=net.symmetric and method == "network"), work)
+                alone = method == "network"
+                candidates["network"] = resize_ddf(
+                    net(pair, symmetric=net.symmetric and alone, passes=net.passes if alone else 1), work)
             seconds["network"] = time.perf_counter() - t
             encoder = net.sam_encoder if method == "network+fast" else None
         elif fast_options.get("sam_weight", 1.0) > 0:

@@ -125,6 +125,14 @@ class SAMIR(nn.Module):
             network fitted to one direction gets a meaningless backward field, so the default is
             off and the shipped sidecars switch it on. Training always runs one direction.
         inverse_iterations: fixed-point iterations that invert the backward field (``invert_ddf``).
+        passes: at inference (eval mode, without ``return_all``) run the whole network this many
+            times, each pass on the moving image and embedding warped by the field so far, and
+            compose the fields: a recursive cascade of one network (Zhao et al., ICCV 2019, cascade
+            several); what a pass leaves, the next sees as a smaller, easier deformation. 1 (the
+            default) is one pass; training always runs one. The shipped abdominal sidecar sets 2
+            (network alone, +3.9 Dice points on unseen subjects of its training generator, +5.0 on
+            another seed); the cardiac one keeps 1 (on whole images a second pass lost 1 point on
+            a dev set and on the held-out pairs). See the model card.
     """
 
     def __init__(
@@ -143,6 +151,7 @@ class SAMIR(nn.Module):
         finest_level: int = 0,
         symmetric: bool = False,
         inverse_iterations: int = 10,
+        passes: int = 1,
         seed: int = 0,
     ):
         super().__init__()
@@ -156,6 +165,9 @@ class SAMIR(nn.Module):
         self.int_steps = int_steps
         self.symmetric = bool(symmetric)
         self.inverse_iterations = int(inverse_iterations)
+        if int(passes) < 1:
+            raise ValueError(f"passes: expected at least 1, got {passes}")
+        self.passes = int(passes)
         self.sam_encoder = sam_encoder
         self.use_sam = sam_encoder is not None
         if not 0 <= finest_level <= levels - 3:
@@ -197,6 +209,28 @@ class SAMIR(nn.Module):
             return emb
         return torch.einsum("kc,bc...->bk...", self.hfc_projection.to(emb.dtype), emb)
 
+    def _recursive(self, x, moving_embedding, fixed_embedding, symmetric, passes: int) -> torch.Tensor:
+        """``passes`` passes of the whole network, each on the moving image (and its frozen embedding)
+        warped by the field so far, the fields composed. Each pass warps from the original moving image
+        by the composed field: interpolation does not pile up."""
+        moving, fixed = x[:, :1], x[:, 1:]
+        b = x.shape[0]
+        if self.use_sam and moving_embedding is None and fixed_embedding is None:  # side by side, as forward does
+            both = self.encode(torch.cat([moving, fixed], dim=0))
+            moving_embedding, fixed_embedding = both[:b], both[b:]
+        if self.use_sam and moving_embedding is None:
+            moving_embedding = self.encode(moving)
+        if self.use_sam and fixed_embedding is None:
+            fixed_embedding = self.encode(fixed)
+        ddf = self.forward(x, moving_embedding, fixed_embedding, symmetric=symmetric, passes=1)
+        for _ in range(passes - 1):
+            warped_embedding = None
+            if self.use_sam:  # warped as the image is: its grid spans the same field of view
+                warped_embedding = warp(moving_embedding.to(ddf.dtype), resize_ddf(ddf, tuple(moving_embedding.shape[2:])))
+            pair = torch.cat([warp(moving, ddf), fixed], dim=1)
+            ddf = compose(ddf, self.forward(pair, warped_embedding, fixed_embedding, symmetric=symmetric, passes=1))
+        return ddf
+
     # -- forward -------------------------------------------------------------------------------
     def forward(
         self,
@@ -205,6 +239,7 @@ class SAMIR(nn.Module):
         fixed_embedding: torch.Tensor | None = None,
         return_all: bool = False,
         symmetric: bool | None = None,
+        passes: int | None = None,
     ):
         """x (B, 2, H, W, D) [moving, fixed] → DDF (B, 3, H, W, D) voxels (or a dict with ``return_all``).
 
@@ -214,8 +249,18 @@ class SAMIR(nn.Module):
         (B, 3, *level grid) in that level's voxels, on the padded grid), ``level_embeddings`` ((moving, fixed) projected frozen
         embeddings resampled to each level; None for the baseline), ``padded_size``.
         ``symmetric``: None follows ``self.symmetric`` in eval mode (never in training mode or with
-        ``return_all``); True/False forces it.
+        ``return_all``); True/False forces it. ``passes``: None follows ``self.passes`` likewise (one
+        pass in training mode or with ``return_all``); a number forces it.
         """
+        if passes is None:
+            passes = self.passes if not self.training and not return_all else 1
+        if int(passes) < 1:
+            raise ValueError(f"passes: expected at least 1, got {passes}")
+        if int(passes) > 1:
+            if return_all:
+                raise ValueError("passes > 1 is for inference: return_all returns the levels of one pass")
+            return self._recursive(x, moving_embedding, fixed_embedding, symmetric, int(passes))
+
         if x.ndim != 5 or x.shape[1] != 2:
             raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
         size = tuple(x.shape[2:])
