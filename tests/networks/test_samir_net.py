@@ -145,7 +145,6 @@ def test_shipped_abdominal_network_second_pass_raises_dice_on_unseen_subjects(tm
     (8 mm, its grid): one pass well above identity, the second pass higher still, and no folding."""
     import nibabel as nib
     import numpy as np
-
     from samir.data.abdomen import abdomen_image_path, abdomen_label_path
     from samir.data.synthetic_abdomen import write_synthetic_abdomen
     from samir.metrics import dice_per_label, folding_fraction
