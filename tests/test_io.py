@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 from parameterized import parameterized
 from samir.io import (
+    FIELD_GZIP_LEVEL,
     atomic_write,
     ddf_to_mm_lps,
     l2r_displacement_array,
@@ -302,6 +303,42 @@ class TestAtomicWrite:
             np.testing.assert_array_equal(np.asarray(img.dataobj), arr.astype(dtype))
             np.testing.assert_allclose(img.affine, AFFINES["permuted_flipped"], atol=1e-5)
             assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+
+    def test_gzip_level_of_fields_reads_the_same_and_leaves_nothing_behind(self, tmp_path):
+        import gzip
+
+        ramp = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 7).astype(np.float32)  # compresses well
+        raw = save_nifti(tmp_path / "raw.nii", ramp, np.eye(4)).stat().st_size
+        default = save_nifti(tmp_path / "d.nii.gz", ramp, np.eye(4))
+        stored = save_nifti(tmp_path / "s.nii.gz", ramp, np.eye(4), compresslevel=FIELD_GZIP_LEVEL)
+        for path in (default, stored):
+            assert path.read_bytes()[:2] == b"\x1f\x8b"  # a gzip stream either way
+            np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), ramp)
+        assert default.stat().st_size < raw / 4 and stored.stat().st_size >= raw  # level 0: stored blocks
+        assert len(gzip.decompress(stored.read_bytes())) == raw
+        ddf = _field("sinusoid")
+        lps = write_displacement_lps(tmp_path / "f.nii.gz", ddf, AFFINES["oblique"])
+        assert lps.read_bytes()[:2] == b"\x1f\x8b"
+        np.testing.assert_allclose(read_displacement_lps(lps).GetDisplacementField().GetSize(), SHAPE)
+        assert sorted(os.listdir(tmp_path)) == ["d.nii.gz", "f.nii.gz", "raw.nii", "s.nii.gz"]
+
+    def test_gzip_level_failure_keeps_old_file_and_removes_both_temporaries(self, tmp_path, monkeypatch):
+        import samir.io as io
+
+        target = tmp_path / "a.nii.gz"
+        save_nifti(target, np.ones(SHAPE, np.float32), np.eye(4))
+        before = target.read_bytes()
+
+        def full_disk(src, dst, level):
+            open(dst, "wb").write(b"half")
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(io, "_gzip_copy", full_disk)
+        for write in (lambda: write_l2r_displacement(target, _field("sinusoid"), np.eye(4)),
+                      lambda: write_displacement_lps(target, _field("sinusoid"), np.eye(4))):
+            with pytest.raises(OSError, match="No space"):
+                write()
+            assert target.read_bytes() == before and os.listdir(tmp_path) == ["a.nii.gz"]
 
     def test_save_nifti_rejects_2d(self, tmp_path):
         with pytest.raises(ValueError, match="expected"):

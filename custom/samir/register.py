@@ -17,6 +17,7 @@ Steps (all outputs end on the **fixed image's own grid, with its affine**):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -339,7 +340,8 @@ class Registrar:
         from monai.data import MetaTensor
         from monai.transforms import SpatialResample
 
-        from samir.io import l2r_displacement_name, save_nifti, write_displacement_lps, write_l2r_displacement
+        from samir.io import (FIELD_GZIP_LEVEL, l2r_displacement_name, save_nifti, write_displacement_lps,
+                              write_l2r_displacement)
         from samir.metrics import dice_per_label, registration_metrics
 
         start = time.perf_counter()
@@ -398,11 +400,12 @@ class Registrar:
 
         # write everything in a temporary folder inside out, then move: no half-written outputs
         files = {}
+        field_nifti = functools.partial(save_nifti, compresslevel=FIELD_GZIP_LEVEL)  # float fields: stored gzip
         tmp = Path(tempfile.mkdtemp(prefix=".samir-tmp-", dir=out))
         try:
             ddf_np = ddf[0].numpy()
             jobs = [(save_nifti, tmp / "warped_image.nii.gz", warped[0, 0].numpy().astype(np.float32), f_head.affine),
-                    (save_nifti, tmp / "ddf_voxels.nii.gz", np.moveaxis(ddf_np, 0, -1).astype(np.float32), f_head.affine),
+                    (field_nifti, tmp / "ddf_voxels.nii.gz", np.moveaxis(ddf_np, 0, -1).astype(np.float32), f_head.affine),
                     (write_displacement_lps, tmp / "displacement_lps_mm.nii.gz", ddf_np, f_head.affine)]
             if warped_label is not None:
                 jobs.append((save_nifti, tmp / "warped_label.nii.gz", warped_label[0, 0].numpy().astype(np.int16),
