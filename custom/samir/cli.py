@@ -330,14 +330,14 @@ class SamirCLI:
             thread_counts: also time the base path at these thread counts, e.g. 1,2.
             volume_baseline: also time a whole volume with fp32 eager.
             encoder: the main encoder (tiny for plumbing tests).
-            network: add the shipped cardiac network's rows (not with --quick).
+            network: add the shipped cardiac network's rows and the writing of one pair's outputs (not with --quick).
         """
-        from samir.tools.speed_bench import network_rows, run_bench
+        from samir.tools.speed_bench import network_rows, output_rows, run_bench
 
         run_bench(quick=quick, sizes=sizes, paths=paths, compile=compile, batch=batch, repeats=repeats, vit=vit,
                   vit_checkpoint=vit_checkpoint, threads=threads, out=out, store=store, thread_counts=thread_counts,
                   volume_baseline=volume_baseline, encoder=encoder,
-                  extra_rows=network_rows() if network and not quick else None)
+                  extra_rows={**network_rows(), **output_rows()} if network and not quick else None)
 
     def zip(self, out: str = ".", bundle: str = "bundle") -> None:
         """Write samir_registration_v<version>.zip, a model-zoo bundle.

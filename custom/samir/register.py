@@ -39,7 +39,7 @@ from samir.presets import PRESETS, Preset, check_preset, choose_preset, preset_w
 from samir.spatial import resize_ddf, warp_image, warp_label
 
 __all__ = ["Registrar", "RegistrationResult", "check_out_dir", "choose_candidate", "core_grid", "model_grid",
-           "register_batch"]
+           "register_batch", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,8 +340,7 @@ class Registrar:
         from monai.data import MetaTensor
         from monai.transforms import SpatialResample
 
-        from samir.io import (FIELD_GZIP_LEVEL, l2r_displacement_name, save_nifti, write_displacement_lps,
-                              write_l2r_displacement)
+        from samir.io import l2r_displacement_name
         from samir.metrics import dice_per_label, registration_metrics
 
         start = time.perf_counter()
@@ -400,23 +399,10 @@ class Registrar:
 
         # write everything in a temporary folder inside out, then move: no half-written outputs
         files = {}
-        field_nifti = functools.partial(save_nifti, compresslevel=FIELD_GZIP_LEVEL)  # float fields: stored gzip
         tmp = Path(tempfile.mkdtemp(prefix=".samir-tmp-", dir=out))
         try:
-            ddf_np = ddf[0].numpy()
-            jobs = [(save_nifti, tmp / "warped_image.nii.gz", warped[0, 0].numpy().astype(np.float32), f_head.affine),
-                    (field_nifti, tmp / "ddf_voxels.nii.gz", np.moveaxis(ddf_np, 0, -1).astype(np.float32), f_head.affine),
-                    (write_displacement_lps, tmp / "displacement_lps_mm.nii.gz", ddf_np, f_head.affine)]
-            if warped_label is not None:
-                jobs.append((save_nifti, tmp / "warped_label.nii.gz", warped_label[0, 0].numpy().astype(np.int16),
-                             f_head.affine))
-            l2r = l2r_displacement_name(fixed, moving, short=self.l2r_short_names)
-            if l2r:
-                jobs.append((write_l2r_displacement, tmp / l2r, ddf_np, f_head.affine))
-            # gzip releases the GIL: the files are compressed side by side (a second or more per field)
-            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-                for done in [pool.submit(fn, *args) for fn, *args in jobs]:
-                    done.result()
+            write_outputs(tmp, f_head.affine, warped, ddf, warped_label,
+                          l2r_displacement_name(fixed, moving, short=self.l2r_short_names))
             metrics["seconds"] = time.perf_counter() - start
             metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -426,6 +412,30 @@ class Registrar:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return RegistrationResult(str(out), files, metrics, preset_name)
+
+
+def write_outputs(folder: str | os.PathLike, affine, warped: torch.Tensor, ddf: torch.Tensor,
+                  warped_label: torch.Tensor | None = None, l2r_name: str | None = None) -> None:
+    """A pair's output files into ``folder``: ``warped_image``, ``ddf_voxels``, ``displacement_lps_mm``
+    (``.nii.gz``), ``warped_label`` with a label, the Learn2Reg ``l2r_name`` with one. ``warped`` and
+    ``warped_label`` (1, 1, H, W, D), ``ddf`` (1, 3, H, W, D) voxels, ``affine`` the fixed image's.
+    The float fields are stored gzip (``samir.io.FIELD_GZIP_LEVEL``)."""
+    from samir.io import FIELD_GZIP_LEVEL, save_nifti, write_displacement_lps, write_l2r_displacement
+
+    folder = Path(folder)
+    ddf_np = ddf[0].numpy()
+    field_nifti = functools.partial(save_nifti, compresslevel=FIELD_GZIP_LEVEL)
+    jobs = [(save_nifti, folder / "warped_image.nii.gz", warped[0, 0].numpy().astype(np.float32), affine),
+            (field_nifti, folder / "ddf_voxels.nii.gz", np.moveaxis(ddf_np, 0, -1).astype(np.float32), affine),
+            (write_displacement_lps, folder / "displacement_lps_mm.nii.gz", ddf_np, affine)]
+    if warped_label is not None:
+        jobs.append((save_nifti, folder / "warped_label.nii.gz", warped_label[0, 0].numpy().astype(np.int16), affine))
+    if l2r_name:
+        jobs.append((write_l2r_displacement, folder / l2r_name, ddf_np, affine))
+    # gzip releases the GIL: the files are compressed side by side
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        for done in [pool.submit(fn, *args) for fn, *args in jobs]:
+            done.result()
 
 
 def register_batch(registrar: Registrar, datalist: str | os.PathLike, out_dir: str | os.PathLike,

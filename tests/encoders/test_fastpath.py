@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -211,3 +213,25 @@ def test_bench_network_rows_time_what_register_runs(tmp_path, symmetric):
     assert ("both directions" in forward[0]) == symmetric
     for name in forward:
         assert rows[name]().shape == (1, 3, 128, 128, 16)
+
+
+def test_bench_output_row_writes_what_register_writes(tmp_path, monkeypatch):
+    import tempfile
+
+    import samir.register as register
+    from samir.tools.speed_bench import output_rows
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written = []
+    real = register.write_outputs
+
+    def spy(folder, *args, **kwargs):
+        real(folder, *args, **kwargs)
+        written.extend(sorted(os.listdir(folder)))
+
+    monkeypatch.setattr(register, "write_outputs", spy)
+    (name, write), = output_rows((20, 18, 6)).items()
+    assert "20×18×6" in name
+    write()
+    assert written == ["ddf_voxels.nii.gz", "displacement_lps_mm.nii.gz", "warped_image.nii.gz", "warped_label.nii.gz"]
+    assert not os.listdir(tmp_path)  # the row's folder is removed

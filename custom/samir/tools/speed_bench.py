@@ -308,3 +308,29 @@ def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
     if isinstance(net.sam_encoder.cache, EmbeddingCache):
         rows["cardiac pair in-process, embeddings cached on disk"] = cached_pair
     return rows
+
+
+def output_rows(shape: tuple[int, int, int] = (226, 211, 14)) -> dict[str, Callable[[], object]]:
+    """An extra row: writing one pair's outputs as ``samir register`` does (``write_outputs``: warped image
+    and label, the voxel and LPS displacement fields) for a cardiac-size grid (patient102's by default),
+    a smooth field of a few voxels."""
+    import tempfile
+
+    from samir.cli import lean_import
+
+    with lean_import():
+        from samir.register import write_outputs
+
+    gen = torch.Generator().manual_seed(0)
+    warped = torch.rand(1, 1, *shape, generator=gen) * 500
+    coarse = torch.randn(1, 3, 6, 6, 3, generator=gen) * 3
+    ddf = torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear", align_corners=False)
+    label = (warped > 250).to(torch.int16) + (warped > 400).to(torch.int16)
+    affine = torch.diag(torch.tensor([1.6, 1.6, 10.0, 1.0], dtype=torch.float64)).numpy()
+
+    def write():
+        with tempfile.TemporaryDirectory(prefix="samir-bench-out-") as folder:
+            write_outputs(folder, affine, warped, ddf, label)
+
+    return {f"writing one pair's outputs ({shape[0]}×{shape[1]}×{shape[2]}: image, label, two fields)": write}
+
