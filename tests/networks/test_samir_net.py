@@ -221,6 +221,18 @@ def test_bad_arguments_named(kwargs, match):
         SAMIR(None, **kwargs)
 
 
+@pytest.mark.parametrize("text,expected", [("false", False), ("False", False), ("0", False), ("no", False),
+                                           ("true", True), ("TRUE", True), ("1", True), (True, True), (0, False)])
+def test_flags_from_a_command_line_are_read_as_meant(text, expected):
+    net = SAMIR(None, levels=3, channels=(4, 8, 8), symmetric=text, diffeomorphic=text)
+    assert net.symmetric is expected and net.diffeomorphic is expected  # bool("false") would be True
+
+
+def test_flag_that_is_not_yes_or_no_is_named():
+    with pytest.raises(ValueError, match="symmetric: expected true or false, got 'ture'"):
+        SAMIR(None, levels=3, channels=(4, 8, 8), symmetric="ture")
+
+
 def test_wrong_input_shape_message(tiny_net):
     with pytest.raises(ValueError, match=r"\(B, 2, H, W, D\)"):
         tiny_net(torch.rand(1, 1, 16, 16, 8))

@@ -19,6 +19,19 @@ from samir.spatial import compose, invert_ddf, resize_ddf, velocity_to_ddf, warp
 __all__ = ["SAMIR", "ImagePyramid", "resample_embedding"]
 
 
+def as_flag(name: str, value) -> bool:
+    """A yes/no option as a bool: ``True``/``False``, 0/1, or the text a command line gives ("true",
+    "false", "yes", "no", "1", "0", any case). ``bool("false")`` is True: a flag given as
+    ``--symmetric false`` must not turn the option on. Anything else is an error naming the option."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True))
 
@@ -161,9 +174,9 @@ class SAMIR(nn.Module):
         if len(channels) != levels:
             raise ValueError(f"channels: expected {levels} values (one per level, finest first), got {channels}")
         self.levels = levels
-        self.diffeomorphic = bool(diffeomorphic)
+        self.diffeomorphic = as_flag("diffeomorphic", diffeomorphic)
         self.int_steps = int_steps
-        self.symmetric = bool(symmetric)
+        self.symmetric = as_flag("symmetric", symmetric)
         self.inverse_iterations = int(inverse_iterations)
         if int(passes) < 1:
             raise ValueError(f"passes: expected at least 1, got {passes}")
