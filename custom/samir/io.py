@@ -31,8 +31,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import shutil
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +58,8 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 FIELD_GZIP_LEVEL = 0
 """gzip level of the displacement fields' ``.nii.gz`` files. Float fields barely compress: at level 1
-(nibabel's default) a cardiac field's 8 MB shrank by 7 % in 0.44 s (2-core Xeon), twice per pair, a
-twentieth of a whole ``samir register``. Level 0 writes a valid gzip stream of stored blocks that every
+(nibabel's default) a cardiac field's 8 MB shrank by 7 % in 0.44 s (2-core Xeon), and a pair writes
+two or three of them. Level 0 writes a valid gzip stream of stored blocks that every
 reader (nibabel, ITK, Slicer, the Learn2Reg scorer) reads as before, 8 % larger, in 0.02 s. Images
 and label maps compress well and keep nibabel's level."""
 

@@ -265,6 +265,8 @@ class SAMIR(nn.Module):
         ``return_all``); True/False forces it. ``passes``: None follows ``self.passes`` likewise (one
         pass in training mode or with ``return_all``); a number forces it.
         """
+        if x.ndim != 5 or x.shape[1] != 2:
+            raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
         if passes is None:
             passes = self.passes if not self.training and not return_all else 1
         if int(passes) < 1:
@@ -273,9 +275,6 @@ class SAMIR(nn.Module):
             if return_all:
                 raise ValueError("passes > 1 is for inference: return_all returns the levels of one pass")
             return self._recursive(x, moving_embedding, fixed_embedding, symmetric, int(passes))
-
-        if x.ndim != 5 or x.shape[1] != 2:
-            raise ValueError(f"x: expected (B, 2, H, W, D) with channel 0 moving, 1 fixed, got {tuple(x.shape)}")
         size = tuple(x.shape[2:])
         factor = 2 ** (self.levels - 1)
         padded = tuple(int(math.ceil(s / factor) * factor) for s in size)
