@@ -207,6 +207,8 @@ def test_symmetric_network_runs_both_directions_and_its_passes_only_when_its_fie
     # network only: both directions and the sidecar's two passes; before the refinement: one direction, one pass
     assert seen[False] == [(True, 2)]
     assert seen[True] == [(False, 1)]
+    assert _metrics(tmp_path / "o0")["network"] == {"symmetric": True, "passes": 2}  # said in metrics.json
+    assert _metrics(tmp_path / "o1")["network"] == {"symmetric": False, "passes": 1}
 
 
 def test_abdomen_starts_from_identity_until_its_network_beats_it(weights):

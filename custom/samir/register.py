@@ -290,8 +290,8 @@ class Registrar:
                 # direction costs ~0.25 s
                 pair = torch.cat([m, f], dim=1)
                 alone = method == "network"
-                candidates["network"] = resize_ddf(
-                    net(pair, symmetric=net.symmetric and alone, passes=net.passes if alone else 1), work)
+                report["network"] = {"symmetric": bool(net.symmetric and alone), "passes": net.passes if alone else 1}
+                candidates["network"] = resize_ddf(net(pair, **report["network"]), work)
             seconds["network"] = time.perf_counter() - t
             encoder = net.sam_encoder if method == "network+fast" else None
         elif fast_options.get("sam_weight", 1.0) > 0:
@@ -380,7 +380,7 @@ class Registrar:
         warped = warp_image(moving_on_fixed, ddf)
         metrics: dict = {"preset": preset_name, "method": report["method"], "register_seconds": register_seconds,
                          "model_grid": list(model_size), **({"core_grid": report["core_grid"]} if "core_grid" in report else {}),
-                         "guard": report["guard"],
+                         **({"network": report["network"]} if "network" in report else {}), "guard": report["guard"],
                          "stage_seconds": report["stage_seconds"], **({"fast": report["fast"]} if "fast" in report else {})}
         warped_label = None
         if moving_label_on_fixed is not None:
