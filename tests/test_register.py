@@ -168,7 +168,8 @@ def test_generic_preset_uses_the_training_free_core_and_raises_dice(pair, tmp_pa
     reg.register_files(pair["fixed"], pair["moving"], tmp_path / "o", moving_label=pair["moving_label"],
                        fixed_label=pair["fixed_label"])
     m = _metrics(tmp_path / "o")
-    assert m["method"] == "fast" and "network" not in m["guard"]["mind_cost"]
+    assert m["method"] == "fast" and "network" not in m["guard"]["mind_cost"] and "network" not in m
+    assert m["threads"] == torch.get_num_threads()  # what the timings ran on
     assert m["dice_mean"] > m["dice_mean_before"] + 0.02
     assert m["folding_pct"] <= 0.5
 

@@ -379,6 +379,7 @@ class Registrar:
 
         warped = warp_image(moving_on_fixed, ddf)
         metrics: dict = {"preset": preset_name, "method": report["method"], "register_seconds": register_seconds,
+                         "threads": torch.get_num_threads(),
                          "model_grid": list(model_size), **({"core_grid": report["core_grid"]} if "core_grid" in report else {}),
                          **({"network": report["network"]} if "network" in report else {}), "guard": report["guard"],
                          "stage_seconds": report["stage_seconds"], **({"fast": report["fast"]} if "fast" in report else {})}
