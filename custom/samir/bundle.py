@@ -204,9 +204,14 @@ def log_summary(evaluator, csv_path: str | None = None) -> dict:
 def network_arguments(parser) -> dict:
     """The resolved arguments of a bundle's ``network_def`` (what a ``model.json`` sidecar records)."""
     from samir.model_files import NOT_RECORDED
+    from samir.networks.samir_net import as_flag
 
     raw = parser.get("network_def")
-    return {k: parser.get_parsed_content(f"network_def#{k}") for k in raw if k not in NOT_RECORDED}
+    args = {k: parser.get_parsed_content(f"network_def#{k}") for k in raw if k not in NOT_RECORDED}
+    for flag in ("symmetric", "diffeomorphic"):  # a command line's "false" recorded as the bool it means
+        if flag in args:
+            args[flag] = as_flag(flag, args[flag])
+    return args
 
 
 def train_and_export(export: str | None = None, models_dir: str | None = None, **overrides) -> dict:

@@ -97,6 +97,23 @@ def test_parsing_writes_nothing(tmp_path, monkeypatch):
     assert (tmp_path / root / "training" / "patient001").is_dir()
 
 
+def test_recorded_network_arguments_read_command_line_flags_as_meant(tmp_path, monkeypatch):
+    """``--symmetric false`` reaches the config as the text "false": the sidecar records False and the
+    network is built one-directional (``bool("false")`` would be True); ``passes`` is recorded too."""
+    from monai.bundle import ConfigParser
+    from samir.bundle import network_arguments
+
+    monkeypatch.chdir(tmp_path)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update({**TINY, "symmetric": "false", "diffeomorphic": "true", "passes": 2})
+    parser.parse()
+    args = network_arguments(parser)
+    assert args["symmetric"] is False and args["diffeomorphic"] is True and args["passes"] == 2
+    net = parser.get_parsed_content("network_def")
+    assert net.symmetric is False and net.diffeomorphic is True and net.passes == 2
+
+
 def test_verify_net_in_out_on_tiny_encoder():
     from monai.bundle import verify_net_in_out
 
