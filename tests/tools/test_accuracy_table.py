@@ -1,6 +1,7 @@
 """``samir evaluate`` (``samir.tools.accuracy_table``): a pairs datalist, the peer rows skipped without their wheels."""
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -60,12 +61,15 @@ def test_ablation_network_rows(tmp_path):
     torch.manual_seed(0)
     torch.save(build_samir(cache_dir=False, **cfg).state_dict(), tmp_path / "nosam.pt")
     (tmp_path / "nosam.json").write_text(json.dumps({"network": cfg}))
+    shutil.copy(tmp_path / "nosam.pt", tmp_path / "two.pt")  # the same network, run as a sidecar may say
+    (tmp_path / "two.json").write_text(json.dumps({"network": {**cfg, "symmetric": True, "passes": 2}}))
     rows = run_benchmark(dataset="pairs", root=str(path), split="test", hd95=False, cache_dir=False,
-                         methods=("identity", "net:nosam", "net:nosam+fast"),
-                         networks={"nosam": str(tmp_path / "nosam.pt")})
+                         methods=("identity", "net:nosam", "net:nosam+fast", "net:two"),
+                         networks={"nosam": str(tmp_path / "nosam.pt"), "two": str(tmp_path / "two.pt")})
     by = {r["key"]: r for r in rows}
-    assert list(by) == ["identity", "net:nosam", "net:nosam+fast"]
+    assert list(by) == ["identity", "net:nosam", "net:nosam+fast", "net:two"]
     assert by["net:nosam"]["method"] == "network 'nosam'"
+    assert by["net:two"]["method"] == "network 'two' (both directions, 2 passes)"  # how it ran, in the table
     # (the images are noise: only that both rows ran and scored a valid field is checked here)
     assert all(0.0 < by[k]["dice_mean"] <= 1.0 and by[k]["folding_pct"] <= 0.5 for k in by)
     with pytest.raises(ValueError, match="net:NAME"):

@@ -241,9 +241,14 @@ def run_benchmark(
     for method in methods:
         net_name, refine = _network_row(method)
         label = METHOD_NAMES.get(method) or (f"network '{net_name}'" + (" + fast refinement" if refine else ""))
-        if net_name is not None:
-            fn = (_registrar_fn(dataset, "samir+fast", networks[net_name], cache_dir, iterations) if refine
-                  else _net_fn(_network(networks[net_name], f"network '{net_name}'"), dataset))
+        if net_name is not None and refine:
+            fn = _registrar_fn(dataset, "samir+fast", networks[net_name], cache_dir, iterations)
+        elif net_name is not None:
+            net = _network(networks[net_name], f"network '{net_name}'")
+            fn = _net_fn(net, dataset)
+            if net.symmetric or net.passes > 1:  # as its sidecar runs it
+                label += " (" + ", ".join((["both directions"] if net.symmetric else [])
+                                          + ([f"{net.passes} passes"] if net.passes > 1 else [])) + ")"
         elif method == "identity":
             fn = identity_register
         elif method == "demons":
