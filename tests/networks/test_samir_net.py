@@ -135,8 +135,10 @@ def test_passes_compose_a_second_pass_on_the_warped_moving_image_and_embedding(s
         net(x, return_all=True, passes=2)
     with pytest.raises(ValueError, match="passes: expected at least 1, got 0"):
         net(x, passes=0)
-    with pytest.raises(ValueError, match="passes: expected at least 1, got 0"):
-        build_samir(None, levels=3, channels=(4, 8, 8), passes=0)
+    for bad in (0, "two", 1.5):
+        with pytest.raises(ValueError, match="passes: expected a whole number of at least 1"):
+            build_samir(None, levels=3, channels=(4, 8, 8), passes=bad)
+    assert build_samir(None, levels=3, channels=(4, 8, 8), passes="2").passes == 2  # a command line's text
 
 
 @pytest.mark.slow

@@ -178,8 +178,8 @@ class SAMIR(nn.Module):
         self.int_steps = int_steps
         self.symmetric = as_flag("symmetric", symmetric)
         self.inverse_iterations = int(inverse_iterations)
-        if int(passes) < 1:
-            raise ValueError(f"passes: expected at least 1, got {passes}")
+        if isinstance(passes, bool) or not str(passes).strip().isdigit() or int(passes) < 1:
+            raise ValueError(f"passes: expected a whole number of at least 1, got {passes!r}")
         self.passes = int(passes)
         self.sam_encoder = sam_encoder
         self.use_sam = sam_encoder is not None
@@ -217,6 +217,16 @@ class SAMIR(nn.Module):
         with torch.no_grad():
             return self.sam_encoder(image)
 
+    def _embeddings(self, x: torch.Tensor, moving_embedding, fixed_embedding):
+        """The frozen embeddings of the pair ``x``: those given, the others encoded (both missing: one
+        batch, encoded side by side)."""
+        b = x.shape[0]
+        if moving_embedding is None and fixed_embedding is None:
+            both = self.encode(torch.cat([x[:, :1], x[:, 1:]], dim=0))
+            return both[:b], both[b:]
+        return (self.encode(x[:, :1]) if moving_embedding is None else moving_embedding,
+                self.encode(x[:, 1:]) if fixed_embedding is None else fixed_embedding)
+
     def _project(self, emb: torch.Tensor) -> torch.Tensor:
         if self.hfc_projection is None:
             return emb
@@ -227,14 +237,8 @@ class SAMIR(nn.Module):
         warped by the field so far, the fields composed. Each pass warps from the original moving image
         by the composed field: interpolation does not pile up."""
         moving, fixed = x[:, :1], x[:, 1:]
-        b = x.shape[0]
-        if self.use_sam and moving_embedding is None and fixed_embedding is None:  # side by side, as forward does
-            both = self.encode(torch.cat([moving, fixed], dim=0))
-            moving_embedding, fixed_embedding = both[:b], both[b:]
-        if self.use_sam and moving_embedding is None:
-            moving_embedding = self.encode(moving)
-        if self.use_sam and fixed_embedding is None:
-            fixed_embedding = self.encode(fixed)
+        if self.use_sam:
+            moving_embedding, fixed_embedding = self._embeddings(x, moving_embedding, fixed_embedding)
         ddf = self.forward(x, moving_embedding, fixed_embedding, symmetric=symmetric, passes=1)
         for _ in range(passes - 1):
             warped_embedding = None
@@ -291,13 +295,7 @@ class SAMIR(nn.Module):
 
         level_embeddings = None
         if self.use_sam:
-            if moving_embedding is None and fixed_embedding is None:  # one batch: encoded side by side
-                both = self.encode(torch.cat([x[:, :1], x[:, 1:]], dim=0))
-                moving_embedding, fixed_embedding = both[:b], both[b:]
-            if moving_embedding is None:
-                moving_embedding = self.encode(x[:, :1])
-            if fixed_embedding is None:
-                fixed_embedding = self.encode(x[:, 1:])
+            moving_embedding, fixed_embedding = self._embeddings(x, moving_embedding, fixed_embedding)
             head = self.head(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype))
             level_embeddings = [] if return_all else None  # the HFC inputs: training only
             proj = self._project(torch.cat([moving_embedding, fixed_embedding], dim=0).to(x.dtype)) if return_all else None
