@@ -216,3 +216,30 @@ def test_monai_optional_codec_notice_is_quiet():
                            timeout=300, env=env)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "nvImageCodec" not in quiet.stderr
+
+
+def test_library_lines_printed_once_when_a_bundle_configured_the_root_logger(capsys):
+    """`samir demo`/`train`/`evaluate` apply the bundle's logging.conf (a console handler on the root
+    logger); the CLI's own ``samir:`` handler must then stay silent, not print every line twice."""
+    import io
+    import logging
+
+    from samir.cli import _show_library_logs
+
+    root, log = logging.getLogger(), logging.getLogger("samir")
+    saved = (list(root.handlers), root.level, list(log.handlers), log.level)
+    try:
+        log.handlers.clear()
+        _show_library_logs()
+        logging.getLogger("samir.bundle").info("alone")          # no root console handler: ours prints
+        conf_out = io.StringIO()
+        root.addHandler(logging.StreamHandler(conf_out))           # what logging.conf installs
+        root.setLevel(logging.INFO)
+        logging.getLogger("samir.bundle").info("configured")
+        err = capsys.readouterr().err
+        assert err.count("samir: alone") == 1
+        assert "configured" not in err and conf_out.getvalue().count("configured") == 1
+    finally:
+        root.handlers[:], log.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        log.setLevel(saved[3])

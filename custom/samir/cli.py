@@ -519,7 +519,11 @@ def choose_threads(since: tuple | None = None) -> int:
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """A handler on whatever ``sys.stderr`` is at each record (tests and tools swap it)."""
+    """A handler on whatever ``sys.stderr`` is at each record (tests and tools swap it).
+
+    It stays silent for a record that a console handler on the root logger prints anyway: a bundle
+    workflow applies ``configs/logging.conf`` (a stdout handler on the root), and every ``samir.*``
+    line of ``samir demo``/``train``/``evaluate`` was printed twice, once in each format."""
 
     @property
     def stream(self):
@@ -528,6 +532,19 @@ class _CurrentStderr(logging.StreamHandler):
     @stream.setter
     def stream(self, _value) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not _root_console_prints(record):
+            super().emit(record)
+
+
+def _root_console_prints(record: logging.LogRecord) -> bool:
+    """Whether a plain console handler on the root logger (``logging.conf``'s) prints ``record`` too.
+    Only the exact ``StreamHandler`` class counts: pytest's capture handlers and file handlers are
+    subclasses and print nothing to the console."""
+    root = logging.getLogger()
+    return record.levelno >= root.getEffectiveLevel() and any(
+        type(h) is logging.StreamHandler and record.levelno >= h.level for h in root.handlers)
 
 
 def _show_library_logs() -> None:
