@@ -230,7 +230,7 @@ class SamirCLI:
             encoder: the SAM encoder of the optimisation from identity.
             weights: SAMIR weights (default: bundle/models/model.pt).
             baseline_weights: no-SAM baseline weights (default: bundle/models/model_baseline.pt).
-            out_csv: also write the per-pair rows here.
+            out_csv: also write the per-pair rows here (every method's pairs, then its mean row).
             split: train | val | test.
             iterations: optimisation steps for samir+opt (default: the optimiser's own).
             cache_dir: embedding cache folder, or false for none.

@@ -45,7 +45,15 @@ def test_pairs_datalist_and_missing_peers(tmp_path, monkeypatch, capsys):
     assert [r["key"] for r in rows] == ["identity"]
     assert "skipping 'ANTs SyN" in out and "antspyx" in out and "itk-elastix" in out
     assert 0.0 < rows[0]["dice_mean"] < 1.0 and rows[0]["folding_pct"] == 0.0
-    assert (tmp_path / "table.csv").is_file()
+    import csv
+
+    table = list(csv.DictReader(open(tmp_path / "table.csv")))
+    pairs_rows = [r for r in table if r["pair_id"] != "mean"]
+    assert [r["key"] for r in table] == ["identity"] * len(table) and table[-1]["pair_id"] == "mean"
+    assert len(pairs_rows) == rows[0]["pairs"] >= 1 and len({r["pair_id"] for r in pairs_rows}) == len(pairs_rows)
+    per_pair = [float(r["dice_mean"]) for r in pairs_rows]
+    assert abs(sum(per_pair) / len(per_pair) - rows[0]["dice_mean"]) < 1e-5
+    assert abs(float(table[-1]["dice_mean"]) - rows[0]["dice_mean"]) < 1e-5
     assert accuracy_table.COLUMNS == ("dice_mean", "hd95_mean", "folding_pct", "sdlogj", "seconds")
 
 
