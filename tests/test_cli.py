@@ -236,12 +236,16 @@ def test_library_lines_printed_once_when_a_bundle_configured_the_root_logger(cap
         logging.getLogger("samir.bundle").info("alone")          # no root console handler: ours prints
         conf_out = io.StringIO()
         root.addHandler(logging.StreamHandler(conf_out))           # what logging.conf installs
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.WARNING)  # the root's own level does not filter records propagated to it
         logging.getLogger("samir.bundle").info("configured")
         err = capsys.readouterr().err
         assert err.count("samir: alone") == 1
         assert "configured" not in err and conf_out.getvalue().count("configured") == 1
+        log.propagate = False                                      # nothing reaches the root: ours prints
+        logging.getLogger("samir.bundle").info("private")
+        assert capsys.readouterr().err.count("samir: private") == 1 and "private" not in conf_out.getvalue()
     finally:
         root.handlers[:], log.handlers[:] = saved[0], saved[2]
+        log.propagate = True
         root.setLevel(saved[1])
         log.setLevel(saved[3])

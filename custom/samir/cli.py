@@ -539,12 +539,17 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def _root_console_prints(record: logging.LogRecord) -> bool:
-    """Whether a plain console handler on the root logger (``logging.conf``'s) prints ``record`` too.
-    Only the exact ``StreamHandler`` class counts: pytest's capture handlers and file handlers are
-    subclasses and print nothing to the console."""
+    """Whether a plain console handler on the root logger (``logging.conf``'s) prints ``record`` too:
+    the record propagates up to the root (only the handlers' levels apply there, not the root's) and
+    one of its handlers is exactly a ``StreamHandler`` (pytest's capture handlers and file handlers are
+    subclasses and print nothing to the console)."""
     root = logging.getLogger()
-    return record.levelno >= root.getEffectiveLevel() and any(
-        type(h) is logging.StreamHandler and record.levelno >= h.level for h in root.handlers)
+    logger = logging.getLogger(record.name)
+    while logger is not None and logger is not root:
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return any(type(h) is logging.StreamHandler and record.levelno >= h.level for h in root.handlers)
 
 
 def _show_library_logs() -> None:
