@@ -47,7 +47,7 @@ def test_pairs_datalist_and_missing_peers(tmp_path, monkeypatch, capsys):
     assert 0.0 < rows[0]["dice_mean"] < 1.0 and rows[0]["folding_pct"] == 0.0
     import csv
 
-    table = list(csv.DictReader(open(tmp_path / "table.csv")))
+    table = list(csv.DictReader((tmp_path / "table.csv").read_text().splitlines()))
     pairs_rows = [r for r in table if r["pair_id"] != "mean"]
     assert [r["key"] for r in table] == ["identity"] * len(table) and table[-1]["pair_id"] == "mean"
     assert len(pairs_rows) == rows[0]["pairs"] >= 1 and len({r["pair_id"] for r in pairs_rows}) == len(pairs_rows)
