@@ -12,7 +12,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -297,21 +297,32 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def write_pair_csv(path: str, rows: list[dict]) -> None:
-    """Write one row per pair plus a ``mean`` row, atomically."""
+def write_pair_csv(path: str, rows: list[dict], group_by: Sequence[str] = ()) -> None:
+    """Write one row per pair plus a ``mean`` row, atomically.
+
+    ``group_by``: columns that split ``rows`` into groups (e.g. ``("method", "key")`` for a table of
+    several methods): they lead the columns, and each group, in order of appearance, gets its own
+    ``mean`` row after its pairs."""
     from samir.io import atomic_write
 
     if not rows:
         raise ValueError(f"no pairs were evaluated, nothing to write to {path}")
-    columns = ["pair_id"] + [k for k in rows[0] if k != "pair_id"]
-    summary = summarise(rows)
+    columns = [*group_by, "pair_id"]
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(g) for g in group_by), []).append(r)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in columns})
-        writer.writerow({"pair_id": "mean", **{k: _fmt(summary[k]["mean"]) for k in columns if k in summary}})
+        for key, members in groups.items():
+            for r in members:
+                writer.writerow({k: _fmt(r.get(k)) for k in columns})
+            summary = summarise([{k: v for k, v in r.items() if k not in group_by} for r in members])
+            writer.writerow({**dict(zip(group_by, key)), "pair_id": "mean",
+                             **{k: _fmt(summary[k]["mean"]) for k in columns if k in summary}})
 
 
 def _fmt(v):

@@ -86,3 +86,20 @@ def test_ablation_network_rows(tmp_path):
     with pytest.raises(FileNotFoundError, match="nosam"):
         run_benchmark(dataset="pairs", root=str(path), split="test", methods=("net:nosam",),
                       networks={"nosam": str(tmp_path / "missing.pt")})
+
+
+def test_pair_csv_groups_methods_each_with_its_mean(tmp_path):
+    """The table of several methods: each method's pairs, then its own mean row (per-label columns too)."""
+    import csv
+
+    from samir.training import write_pair_csv
+
+    rows = [{"method": m, "key": k, "pair_id": f"p{i}", "dice_mean": d, "dice_LV": d + 0.1}
+            for m, k, ds in (("identity", "identity", (0.2, 0.4)), ("demons", "demons", (0.6, 0.9)))
+            for i, d in enumerate(ds)]
+    write_pair_csv(str(tmp_path / "t.csv"), rows, group_by=("method", "key"))
+    table = list(csv.DictReader((tmp_path / "t.csv").read_text().splitlines()))
+    assert [(r["key"], r["pair_id"]) for r in table] == [("identity", "p0"), ("identity", "p1"), ("identity", "mean"),
+                                                         ("demons", "p0"), ("demons", "p1"), ("demons", "mean")]
+    assert float(table[2]["dice_mean"]) == 0.3 and float(table[5]["dice_mean"]) == 0.75
+    assert abs(float(table[5]["dice_LV"]) - 0.85) < 1e-9 and table[5]["method"] == "demons"

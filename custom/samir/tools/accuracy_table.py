@@ -31,7 +31,6 @@ Run: ``python -m samir.tools.accuracy_table --dataset acdc --n_pairs 4``.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Sequence
@@ -199,7 +198,7 @@ def run_benchmark(
     ``baseline_weights`` default to ``bundle/models/model.pt`` / ``model_baseline.pt``. ``encoder``
     is the frozen encoder of the optimisation from identity; ``cache_dir`` its embedding cache
     (:func:`samir.encoders.cache.parse_cache_option`: True/None: default place, False/"off": off).
-    Returns one summary dict per method (``out_csv``: the per-pair rows, :func:`write_rows_csv`). ``peer_metric`` / ``peer_kwargs`` go to the
+    Returns one summary dict per method (``out_csv``: every method's per-pair rows and its mean row). ``peer_metric`` / ``peer_kwargs`` go to the
     ``ants`` and ``elastix`` rows (e.g. ``peer_kwargs={"elastix": {"iterations": 1000}}``). For the
     ``pairs`` data set (a datalist json as ``root``) the labels scored are the values found in the first
     pair's label files. ``networks`` ({NAME: weights file}) adds the ablation rows ``net:NAME`` (that
@@ -305,7 +304,6 @@ def run_benchmark(
                    **{c: _mean(r.get(c) for r in rows) for c in COLUMNS}}
         summaries.append(summary)
         pair_rows.extend({"method": label, "key": method, **r} for r in rows)
-        pair_rows.append({"method": label, "key": method, "pair_id": "mean", **{c: summary[c] for c in COLUMNS}})
         print(f"  {label}: Dice {summary['dice_mean']:.3f}, {summary['seconds']:.1f} s/pair "
               f"({time.perf_counter() - t0:.0f} s in all)", flush=True)
 
@@ -318,25 +316,11 @@ def run_benchmark(
         print(f"\n{best['method']} vs {peer['method']}: Dice {best['dice_mean']:.3f} / {peer['dice_mean']:.3f} "
               f"= ×{best['dice_mean'] / peer['dice_mean']:.3f}; seconds {best['seconds']:.1f} / {peer['seconds']:.1f} "
               f"= ×{best['seconds'] / max(peer['seconds'], 1e-9):.2f}")
-    if out_csv:
-        write_rows_csv(out_csv, pair_rows)
+    if out_csv and pair_rows:
+        from samir.training import write_pair_csv
+
+        write_pair_csv(out_csv, pair_rows, group_by=("method", "key"))
     return summaries
-
-
-def write_rows_csv(path: str, rows: Sequence[dict]) -> None:
-    """One row per method and pair (``method, key, pair_id``, the summary columns, then the per-label
-    ones), each method closed by its ``mean`` row; written atomically (a failed write leaves the old file).
-    Per-pair rows are what shows a pair below identity, or a paired difference, that a mean hides."""
-    from samir.io import atomic_write
-
-    columns = ["method", "key", "pair_id", *COLUMNS]
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
 
 if __name__ == "__main__":
