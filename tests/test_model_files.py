@@ -81,3 +81,44 @@ def test_build_network_without_sidecar_uses_defaults_and_overrides(tmp_path):
     torch.save({}, path)
     net = build_network(path, encoder="none")  # no sidecar: build_samir's defaults; encoder overridden
     assert net.sam_encoder is None
+
+
+COARSE = {"encoder": "none", "levels": 4, "channels": [4, 8, 8, 8], "flow_width": 8, "finest_level": 1}
+
+
+def test_grow_finer_levels_keeps_the_coarse_network(tmp_path):
+    """A finest_level-1 network grown into a finest_level-0 one: same weights in the same roles, the new
+    second convolution an identity, the new estimator near zero, so the same field while the first
+    stage's activations are positive (LeakyReLU then passes them unchanged)."""
+    torch.manual_seed(0)
+    coarse = build_samir(cache_dir=False, **COARSE)
+    with torch.no_grad():
+        coarse.pyramid.stages[0][0].bias.fill_(20.0)  # first-stage pre-activations > 0 for inputs in [0, 1]
+        for est in coarse.estimators:  # a real field, not the near-zero initial one
+            est.out.weight.normal_(0.0, 0.05)
+    path = save_model(tmp_path / "coarse.pt", coarse, COARSE)
+    fine = build_samir(cache_dir=False, **{**COARSE, "finest_level": 0})
+    before = {k: v.clone() for k, v in fine.state_dict().items()}
+    with pytest.raises(ValueError, match="do not fit"):
+        load_weights(fine, path)
+    assert all(torch.equal(before[k], v) for k, v in fine.state_dict().items())  # a failed load changes nothing
+    load_weights(fine, path, grow=True)
+    for i, est in enumerate(coarse.estimators):
+        for (k, a), b in zip(est.state_dict().items(), fine.estimators[i + 1].state_dict().values()):
+            assert torch.equal(a, b), k
+    assert torch.equal(fine.pyramid.stages[0][0][0].weight, coarse.pyramid.stages[0][0].weight)
+    second = fine.pyramid.stages[0][1][0].weight
+    assert torch.equal(second, torch.nn.init.dirac_(torch.empty_like(second)))
+    x = torch.rand(1, 2, 32, 24, 16)
+    with torch.no_grad():
+        a, b = coarse.eval()(x), fine.eval()(x)
+    assert a.abs().max() > 0.5  # a field worth comparing
+    assert torch.allclose(a, b, atol=1e-3), (a - b).abs().max()
+
+
+def test_grow_does_not_hide_a_network_that_does_not_fit(tmp_path):
+    path = save_model(tmp_path / "other.pt", build_samir(cache_dir=False, **{**COARSE, "channels": [4, 8, 16, 16]}),
+                      COARSE)
+    fine = build_samir(cache_dir=False, **{**COARSE, "finest_level": 0})
+    with pytest.raises(ValueError, match="do not fit"):
+        load_weights(fine, path, grow=True)

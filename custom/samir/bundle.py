@@ -16,6 +16,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from samir.model_files import read_state
 
 __all__ = ["bundle_dir", "bundle_workflow", "data_dir", "prepare_data", "datalist", "preprocessing", "limit",
@@ -77,11 +79,19 @@ def prepare_data(dataset: str, dataset_dir: str | os.PathLike | None, synthetic_
 
 
 def datalist(dataset: str, root: str | os.PathLike, split: str, split_options: Mapping | None = None,
-             max_pairs: int | None = None) -> list[dict]:
-    """The first ``max_pairs`` pairs of ``dataset``'s ``split`` at ``root`` (``split_options`` go to its reader)."""
+             max_pairs: int | None = None, sample_seed: int | None = None) -> list[dict]:
+    """``max_pairs`` pairs of ``dataset``'s ``split`` at ``root`` (``split_options`` go to its reader):
+    the first ones, or with ``sample_seed`` a random draw without replacement (the same for the same
+    seed). The draw matters for inter-subject sets, whose pairs come ordered by fixed subject: the
+    first 2 000 of a 200-subject pool would hold only 11 fixed subjects."""
     from samir.data.registry import dataset_pairs
 
-    return limit(dataset_pairs(dataset, root, split, **dict(split_options or {})), max_pairs)
+    pairs = dataset_pairs(dataset, root, split, **dict(split_options or {}))
+    if sample_seed is not None and max_pairs is not None and int(max_pairs) < len(pairs):
+        limit(pairs, max_pairs)  # the same check of max_pairs
+        order = np.random.default_rng(int(sample_seed)).permutation(len(pairs))[: int(max_pairs)]
+        return [pairs[i] for i in sorted(order)]
+    return limit(pairs, max_pairs)
 
 
 def preprocessing(dataset: str, half_resolution: bool = True, with_labels: bool = True,

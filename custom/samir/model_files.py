@@ -73,15 +73,30 @@ def read_state(path: str | os.PathLike) -> dict:
         raise ValueError(f"checkpoint {path} cannot be read as a torch weights file: {err}") from err
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, grow: bool = False) -> torch.nn.Module:
     """Load a ``model.pt`` (bare state dict or a training checkpoint's ``"network"``) into ``network``.
 
-    A file that does not fit the network (another preset, pyramid or head size) is a clear error
-    naming the file and the first mismatches.
+    ``grow``: the file may be the same network with a coarser ``finest_level`` (a start for training
+    finer levels: :func:`samir.networks.samir_net.grow_finer_levels`). A file that does not fit the
+    network (another preset, pyramid or head size) is a clear error naming the file and the first
+    mismatches.
     """
     state = read_state(path)
     if "network" in state and isinstance(state["network"], dict):
         state = state["network"]
+    if grow:
+        from samir.networks.samir_net import SAMIR, grow_finer_levels
+
+        if isinstance(network, SAMIR):
+            state = grow_finer_levels(state, network)
+    own = network.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} here" for k, v in own.items()
+                 if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:  # checked first: load_state_dict copies what fits before it raises, leaving a half-loaded network
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(f"weights {path} do not fit this network ({'; '.join(problems[:3])}{more})")
     try:
         network.load_state_dict(state)
     except RuntimeError as err:

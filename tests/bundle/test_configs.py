@@ -196,3 +196,24 @@ def test_multi_gpu_config_with_gloo_two_processes(acdc_root, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)
     assert state and not any(k.startswith("module.") for k in state)  # the unwrapped network is saved
+
+
+def test_train_pairs_drawn_at_random_span_the_subjects(monkeypatch):
+    """``max_train_pairs`` with ``train_pairs_seed``: a seeded draw over all pairs, not the first ones
+    (which, for an inter-subject set ordered by fixed subject, hold only the first few subjects)."""
+    import samir.bundle
+    import samir.data.registry
+    from itertools import permutations
+
+    pairs = [{"fixed": f, "moving": m} for f, m in permutations(range(1, 41), 2)]
+    monkeypatch.setattr(samir.data.registry, "dataset_pairs", lambda *a, **k: list(pairs))
+    first = samir.bundle.datalist("abdomen", "root", "train", None, 100)
+    drawn = samir.bundle.datalist("abdomen", "root", "train", None, 100, 0)
+    assert first == pairs[:100] and len({p["fixed"] for p in first}) == 3
+    assert len(drawn) == 100 and len({p["fixed"] for p in drawn}) > 30
+    assert len({(p["fixed"], p["moving"]) for p in drawn}) == 100  # no pair twice
+    assert drawn == samir.bundle.datalist("abdomen", "root", "train", None, 100, 0)  # same seed, same draw
+    assert drawn != samir.bundle.datalist("abdomen", "root", "train", None, 100, 1)
+    assert samir.bundle.datalist("abdomen", "root", "train", None, None, 0) == pairs  # no limit: all
+    with pytest.raises(ValueError, match="positive number"):
+        samir.bundle.datalist("abdomen", "root", "train", None, 0, 0)

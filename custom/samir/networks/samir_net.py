@@ -16,7 +16,7 @@ from torch import nn
 from samir.networks.head import FeatureHead3D
 from samir.spatial import compose, invert_ddf, resize_ddf, velocity_to_ddf, warp
 
-__all__ = ["SAMIR", "ImagePyramid", "resample_embedding"]
+__all__ = ["SAMIR", "ImagePyramid", "resample_embedding", "grow_finer_levels"]
 
 
 def as_flag(name: str, value) -> bool:
@@ -346,6 +346,47 @@ class SAMIR(nn.Module):
         if level_embeddings is not None:
             level_embeddings = list(reversed(level_embeddings))  # coarse → fine, like level_ddfs
         return {"ddf": out, "level_ddfs": level_ddfs, "level_embeddings": level_embeddings, "padded_size": padded}
+
+
+def grow_finer_levels(state: dict, network: SAMIR) -> dict:
+    """A state dict of the same network with a coarser ``finest_level``, made to fit ``network``.
+
+    The coarser network's weights keep their roles: its estimator of level l becomes ``network``'s
+    estimator of level l, its one-convolution (light) pyramid stages become the first convolution
+    of ``network``'s full stages, whose second convolution starts as the identity (a Dirac kernel,
+    zero bias). The new finer estimators keep ``network``'s own initialisation, whose last layer is
+    near zero: the grown network starts with the field of the coarser one (upsampled by the finer
+    levels' near-zero residuals), and training teaches the finer levels what the coarser grid missed.
+    A state that is not such a coarser copy is returned unchanged (``load_state_dict`` then says
+    what does not fit).
+    """
+    own = network.state_dict()
+    n_old = len({k.split(".")[1] for k in state if k.startswith("estimators.")})
+    shift = len(network.estimators) - n_old
+    if shift <= 0 or n_old == 0:
+        return state
+    grown: dict = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "estimators":
+            parts[1] = str(int(parts[1]) + shift)
+        elif parts[0] == "pyramid" and int(parts[2]) < network.finest_level + shift and parts[3] == "0":
+            parts = parts[:3] + ["0"] + parts[3:]  # light stage (conv, act) -> first conv of the full stage
+        grown[".".join(parts)] = value
+    for key, value in own.items():
+        if key in grown:
+            continue
+        parts = key.split(".")
+        if parts[0] == "pyramid" and parts[3] == "1":  # the full stage's new second convolution: identity
+            if parts[-1] == "weight":
+                value = torch.zeros_like(value)
+                torch.nn.init.dirac_(value)
+            else:
+                value = torch.zeros_like(value)
+        grown[key] = value
+    if set(grown) != set(own) or any(grown[k].shape != own[k].shape for k in own):
+        return state
+    return grown
 
 
 def build_samir(
