@@ -55,12 +55,21 @@ class RegistrationTrainStep:
     Forward ``SAMIR(x, return_all=True)`` with x = [moving, fixed], the ``RegistrationLoss``
     terms, backward, optimiser step. Labels are used only when the loss has ``dice_weight`` > 0.
     Returns ``{"loss": float, <term>: float, ...}`` as ``engine.state.output``.
+
+    ``cascade``: the fraction of steps trained as a later inference pass (``SAMIR``'s ``passes``): a
+    first pass without gradient, then the step on the pair it leaves (moving image, embedding and
+    labels warped by that field), so the network also learns the smaller deformations that its
+    second and third passes see at inference. 0 (the default): every step is a first pass.
     """
 
-    def __init__(self, loss_function: torch.nn.Module, num_classes: int | None = None, grad_clip: float | None = 10.0):
+    def __init__(self, loss_function: torch.nn.Module, num_classes: int | None = None, grad_clip: float | None = 10.0,
+                 cascade: float = 0.0):
         self.loss_function = loss_function
         self.num_classes = num_classes
         self.grad_clip = grad_clip
+        if not 0.0 <= float(cascade) <= 1.0:
+            raise ValueError(f"cascade: expected a fraction of steps in [0, 1], got {cascade}")
+        self.cascade = float(cascade)
 
     def _uses_labels(self) -> bool:
         weights = getattr(self.loss_function, "weights", None)
@@ -71,13 +80,26 @@ class RegistrationTrainStep:
         network.train()
         moving, fixed = pair_inputs(batch, engine.state.device)
         optimizer.zero_grad(set_to_none=True)
-        outputs = network(torch.cat([moving, fixed], dim=1), return_all=True)
         onehots = {}
         if self._uses_labels() and "moving_label" in batch and "fixed_label" in batch:
             labels = {k: torch.as_tensor(batch[k]).to(engine.state.device).long() for k in ("moving_label", "fixed_label")}
             # mixed training sets (samir.data.mix): a generated pair may hold more labels than the data set
             n = max(int(self.num_classes), 1 + max(int(v.max()) for v in labels.values()))
             onehots = {k: one_hot(v, n) for k, v in labels.items()}
+        x, embeddings = torch.cat([moving, fixed], dim=1), {}
+        if self.cascade and float(torch.rand(())) < self.cascade:
+            with torch.no_grad():  # the first pass, as inference runs it; the step learns the next one
+                if getattr(network, "use_sam", False):
+                    m_emb, f_emb = network._embeddings(x, None, None)
+                    embeddings = {"moving_embedding": m_emb, "fixed_embedding": f_emb}
+                ddf = network(x, **embeddings)
+                x, warped_embedding = network.next_pass_inputs(x, ddf, embeddings.get("moving_embedding"))
+                if embeddings:
+                    embeddings["moving_embedding"] = warped_embedding
+                if "moving_label" in onehots:
+                    onehots["moving_label"] = warp_image(onehots["moving_label"].float(), ddf)
+            moving = x[:, :1]
+        outputs = network(x, return_all=True, **embeddings)
         terms = self.loss_function(
             moving, fixed, outputs, onehots.get("moving_label"), onehots.get("fixed_label")
         )

@@ -236,17 +236,21 @@ class SAMIR(nn.Module):
         """``passes`` passes of the whole network, each on the moving image (and its frozen embedding)
         warped by the field so far, the fields composed. Each pass warps from the original moving image
         by the composed field: interpolation does not pile up."""
-        moving, fixed = x[:, :1], x[:, 1:]
         if self.use_sam:
             moving_embedding, fixed_embedding = self._embeddings(x, moving_embedding, fixed_embedding)
         ddf = self.forward(x, moving_embedding, fixed_embedding, symmetric=symmetric, passes=1)
         for _ in range(passes - 1):
-            warped_embedding = None
-            if self.use_sam:  # warped as the image is: its grid spans the same field of view
-                warped_embedding = warp(moving_embedding.to(ddf.dtype), resize_ddf(ddf, tuple(moving_embedding.shape[2:])))
-            pair = torch.cat([warp(moving, ddf), fixed], dim=1)
+            pair, warped_embedding = self.next_pass_inputs(x, ddf, moving_embedding)
             ddf = compose(ddf, self.forward(pair, warped_embedding, fixed_embedding, symmetric=symmetric, passes=1))
         return ddf
+
+    def next_pass_inputs(self, x: torch.Tensor, ddf: torch.Tensor, moving_embedding: torch.Tensor | None = None):
+        """What the next pass sees after the field ``ddf``: the pair with the moving image warped, and
+        the moving embedding warped alike (its grid spans the same field of view; None without SAM)."""
+        pair = torch.cat([warp(x[:, :1], ddf), x[:, 1:]], dim=1)
+        if not self.use_sam or moving_embedding is None:
+            return pair, None
+        return pair, warp(moving_embedding.to(ddf.dtype), resize_ddf(ddf, tuple(moving_embedding.shape[2:])))
 
     # -- forward -------------------------------------------------------------------------------
     def forward(
