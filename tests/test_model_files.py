@@ -122,3 +122,15 @@ def test_grow_does_not_hide_a_network_that_does_not_fit(tmp_path):
     fine = build_samir(cache_dir=False, **{**COARSE, "finest_level": 0})
     with pytest.raises(ValueError, match="do not fit"):
         load_weights(fine, path, grow=True)
+
+
+def test_grow_keeps_light_stages_below_the_new_finest_level(tmp_path):
+    """finest_level 2 -> 1: stage 0 stays light in both, stage 1 becomes a full stage."""
+    args = {**COARSE, "levels": 5, "channels": [4, 8, 8, 8, 8], "finest_level": 2}
+    torch.manual_seed(0)
+    coarse = build_samir(cache_dir=False, **args)
+    path = save_model(tmp_path / "c2.pt", coarse, args)
+    fine = load_weights(build_samir(cache_dir=False, **{**args, "finest_level": 1}), path, grow=True)
+    assert torch.equal(fine.pyramid.stages[0][0].weight, coarse.pyramid.stages[0][0].weight)
+    assert torch.equal(fine.pyramid.stages[1][0][0].weight, coarse.pyramid.stages[1][0].weight)
+    assert torch.equal(fine.estimators[1].out.weight, coarse.estimators[0].out.weight)
