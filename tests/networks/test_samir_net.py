@@ -142,9 +142,13 @@ def test_passes_compose_a_second_pass_on_the_warped_moving_image_and_embedding(s
 
 
 @pytest.mark.slow
-def test_shipped_abdominal_network_second_pass_raises_dice_on_unseen_subjects(tmp_path):
-    """The shipped abdominal network (sidecar passes 2) on subjects of a seed no one trained or tuned on
-    (8 mm, its grid): one pass well above identity, the second pass higher still, and no folding."""
+def test_shipped_abdominal_network_passes_raise_dice_on_unseen_subjects(tmp_path):
+    """The shipped abdominal network (sidecar passes 3) on subjects of a seed no one trained or tuned on,
+    run as ``samir register --no_optimize`` runs it: 4 mm images, the network on its 8 mm model grid,
+    the field back on the 4 mm grid, Dice of the 4 mm labels. One pass well above identity, the
+    sidecar's passes higher still, and no folding. (On subjects drawn directly at 8 mm, Dice at 8 mm,
+    the passes gained nothing for 0.6.0: 0.717 either way on two pairs; the model card's dev and
+    held-out pairs are 4 mm images, as here.)"""
     import nibabel as nib
     import numpy as np
     from samir.data.abdomen import abdomen_image_path, abdomen_label_path
@@ -153,33 +157,34 @@ def test_shipped_abdominal_network_second_pass_raises_dice_on_unseen_subjects(tm
     from samir.model_files import load_model
     from samir.presets import PRESETS, preset_weights
     from samir.register import Registrar
-    from samir.spatial import warp_label
+    from samir.spatial import resize_ddf, warp_label
 
     net = load_model(preset_weights("abdomen")).eval()
-    assert net.passes == 2 and net.sam_encoder is None  # as the sidecar says
-    root = write_synthetic_abdomen(tmp_path / "abd", n=4, seed=23, shape=(48, 40, 64))
+    assert net.passes == 3 and net.sam_encoder is None  # as the sidecar says
+    root = write_synthetic_abdomen(tmp_path / "abd", n=4, seed=23, shape=(96, 80, 128))
 
     def load(path):
         return torch.as_tensor(np.asarray(nib.load(path).dataobj), dtype=torch.float32)[None, None]
 
-    def image(i):
-        return Registrar._scale_intensity(load(abdomen_image_path(root, i))[0], PRESETS["abdomen"].intensity)[None]
+    def image(i):  # the preset's intensity window, then the 8 mm model grid
+        x = Registrar._scale_intensity(load(abdomen_image_path(root, i))[0], PRESETS["abdomen"].intensity)[None]
+        return torch.nn.functional.interpolate(x.float(), size=(48, 40, 64), mode="trilinear", align_corners=False)
 
     names = {v: str(v) for v in range(1, 14)}
-    scores = {0: [], 1: [], 2: []}
+    scores = {0: [], 1: [], net.passes: []}
     for moving, fixed in ((1, 2), (3, 4)):
-        pair = torch.cat([image(moving), image(fixed)], dim=1).float()
+        pair = torch.cat([image(moving), image(fixed)], dim=1)
         ml, fl = load(abdomen_label_path(root, moving)).long(), load(abdomen_label_path(root, fixed)).long()
         scores[0].append(np.nanmean(list(dice_per_label(ml, fl, names).values())))
         with torch.no_grad():
-            for k in (1, 2):
-                ddf = net(pair, passes=k)
+            for k in (1, net.passes):
+                ddf = resize_ddf(net(pair, passes=k), (96, 80, 128))
                 scores[k].append(np.nanmean(list(dice_per_label(warp_label(ml, ddf), fl, names).values())))
                 assert folding_fraction(ddf) < 0.005
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
-    print("abdominal network alone, identity / one pass / two passes:", mean)
+    print("abdominal network alone, identity / one pass / the sidecar's passes:", mean)
     assert mean[1] > mean[0] + 0.15
-    assert mean[2] > mean[1] + 0.01
+    assert mean[net.passes] > mean[1] + 0.01
 
 
 def test_gradients_reach_head_and_pyramid_never_encoder(tiny_net):
