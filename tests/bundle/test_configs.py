@@ -201,9 +201,10 @@ def test_multi_gpu_config_with_gloo_two_processes(acdc_root, tmp_path):
 def test_train_pairs_drawn_at_random_span_the_subjects(monkeypatch):
     """``max_train_pairs`` with ``train_pairs_seed``: a seeded draw over all pairs, not the first ones
     (which, for an inter-subject set ordered by fixed subject, hold only the first few subjects)."""
+    from itertools import permutations
+
     import samir.bundle
     import samir.data.registry
-    from itertools import permutations
 
     pairs = [{"fixed": f, "moving": m} for f, m in permutations(range(1, 41), 2)]
     monkeypatch.setattr(samir.data.registry, "dataset_pairs", lambda *a, **k: list(pairs))
