@@ -88,12 +88,13 @@ class RegistrationTrainStep:
             onehots = {k: one_hot(v, n) for k, v in labels.items()}
         x, embeddings = torch.cat([moving, fixed], dim=1), {}
         if self.cascade and float(torch.rand(())) < self.cascade:
+            core = getattr(network, "module", network)  # SAMIR itself under DistributedDataParallel
             with torch.no_grad():  # the first pass, as inference runs it; the step learns the next one
-                if getattr(network, "use_sam", False):
-                    m_emb, f_emb = network._embeddings(x, None, None)
+                if getattr(core, "use_sam", False):
+                    m_emb, f_emb = core._embeddings(x, None, None)
                     embeddings = {"moving_embedding": m_emb, "fixed_embedding": f_emb}
                 ddf = network(x, **embeddings)
-                x, warped_embedding = network.next_pass_inputs(x, ddf, embeddings.get("moving_embedding"))
+                x, warped_embedding = core.next_pass_inputs(x, ddf, embeddings.get("moving_embedding"))
                 if embeddings:
                     embeddings["moving_embedding"] = warped_embedding
                 if "moving_label" in onehots:
