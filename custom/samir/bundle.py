@@ -87,11 +87,11 @@ def datalist(dataset: str, root: str | os.PathLike, split: str, split_options: M
     from samir.data.registry import dataset_pairs
 
     pairs = dataset_pairs(dataset, root, split, **dict(split_options or {}))
-    if sample_seed is not None and max_pairs is not None and int(max_pairs) < len(pairs):
-        limit(pairs, max_pairs)  # the same check of max_pairs
-        order = np.random.default_rng(int(sample_seed)).permutation(len(pairs))[: int(max_pairs)]
-        return [pairs[i] for i in sorted(order)]
-    return limit(pairs, max_pairs)
+    first = limit(pairs, max_pairs)
+    if sample_seed is None:
+        return first
+    order = np.random.default_rng(int(sample_seed)).permutation(len(pairs))[: len(first)]
+    return [pairs[i] for i in sorted(order)]
 
 
 def preprocessing(dataset: str, half_resolution: bool = True, with_labels: bool = True,
