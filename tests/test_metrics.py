@@ -167,6 +167,10 @@ class TestRegistrationMetrics:
         assert out["dice_mean"] == pytest.approx((out["dice_LV"] + out["dice_RV"]) / 2)
         assert out["hd95_LV"] == pytest.approx(2.0, rel=0.05)
         assert out["folding_pct"] == 0.0 and out["sdlogj"] == 0.0
+        # hd95=False leaves HD95 out (a table then shows nan, never voxel distances under an "mm" header)
+        quick = registration_metrics(_scaling(1.0), warped[None, None], fixed[None, None], labels={1: "LV", 2: "RV"}, hd95=False)
+        assert set(quick) == {"dice_LV", "dice_RV", "dice_mean", "folding_pct", "sdlogj"}
+        assert quick["dice_mean"] == out["dice_mean"]
 
     def test_default_labels_and_field_only(self):
         fixed = _cube((4, 4, 4), (14, 13, 11), value=3)

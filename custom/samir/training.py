@@ -209,8 +209,8 @@ class RegistrationEvalStep:
     ``register_fn(moving, fixed) -> ddf`` defaults to ``engine.network`` on [moving, fixed];
     pass another (identity, instance optimisation, a classical method) to score it the same way.
     Output: ``pred`` (warped moving label, one-hot), ``label`` (fixed label, one-hot) for MONAI's
-    MeanDice handler, and ``pairs``: one metrics dict per pair (Dice per label, HD95 mm, folding %,
-    SDlogJ, seconds).
+    MeanDice handler, and ``pairs``: one metrics dict per pair (Dice per label, HD95 mm unless ``hd95=False``,
+    folding %, SDlogJ, seconds).
     """
 
     def __init__(self, labels: Mapping[int, str], register_fn=None, hd95: bool = True):
@@ -243,8 +243,7 @@ class RegistrationEvalStep:
         spacing = spacing_of(batch["fixed"]) if self.hd95 else None
         for i in range(ddf.shape[0]):
             metrics = registration_metrics(
-                ddf[i : i + 1], warped[i : i + 1], fixed_label[i : i + 1], self.labels,
-                spacing=spacing if self.hd95 else None,
+                ddf[i : i + 1], warped[i : i + 1], fixed_label[i : i + 1], self.labels, spacing=spacing, hd95=self.hd95,
             )
             metrics["seconds"] = seconds
             metrics["pair_id"] = _pair_id(batch, i)

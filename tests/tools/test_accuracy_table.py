@@ -1,6 +1,7 @@
 """``samir evaluate`` (``samir.tools.accuracy_table``): a pairs datalist, the peer rows skipped without their wheels."""
 
 import json
+import math
 import shutil
 
 import nibabel as nib
@@ -80,6 +81,7 @@ def test_ablation_network_rows(tmp_path):
     assert by["net:two"]["method"] == "network 'two' (both directions, 2 passes)"  # how it ran, in the table
     # (the images are noise: only that both rows ran and scored a valid field is checked here)
     assert all(0.0 < by[k]["dice_mean"] <= 1.0 and by[k]["folding_pct"] <= 0.5 for k in by)
+    assert all(math.isnan(by[k]["hd95_mean"]) for k in by)  # hd95=False: not computed, not voxels shown as mm
     with pytest.raises(ValueError, match="net:NAME"):
         run_benchmark(dataset="pairs", root=str(path), split="test", methods=("net:other",),
                       networks={"nosam": str(tmp_path / "nosam.pt")})
