@@ -76,8 +76,9 @@ PRESETS: dict[str, Preset] = {
                       # SAM features lowered the core on the seed-0 dev pairs (4 val pairs, 4 mm: MIND alone 0.847,
                       # SAM + MIND 0.828, 11 against 16 s/pair) as on the held-out ones: MIND alone, no encoding
                       fast={"encoder_size": 64, "slice_stride": 2, "capture_mm": 40.0, "sam_weight": 0.0},
-                      # the refinement starts from identity: from the shipped network (0.6.0, no SAM; alone 0.784
-                      # on the seed-7 held-out pairs with its three passes) it reaches 0.834, from identity on MIND 0.844
+                      # the refinement starts from identity: from the shipped network (0.7.0, no SAM; alone 0.802
+                      # on the 42 seed-7 held-out pairs with its three passes, demons 0.780) it reaches 0.833 on the
+                      # seed-3 dev pairs, from identity on MIND 0.834 (0.6.0 on the held-out 4: 0.834 against 0.844)
                       network_start=False),
     # no network: any other anatomy gets the training-free core, never another anatomy's network
     "generic": Preset("generic", "any other 3D pair, same or different contrast (training-free core)", None,
