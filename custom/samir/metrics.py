@@ -183,7 +183,8 @@ def registration_metrics(ddf, warped_label=None, fixed_label=None, labels=None, 
 
     Keys: ``dice_<name>``, ``dice_mean``, ``hd95_<name>``, ``hd95_mean`` (mm with ``spacing``) when both
     label maps are given (no ``hd95_*`` with ``hd95=False``: the slow part on large volumes); always
-    ``folding_pct`` (100 × fraction of det J ≤ 0) and ``sdlogj``. ``labels`` defaults to the non-zero values of ``fixed_label``. Means are over labels, ignoring ``nan``.
+    ``folding_pct`` (100 × fraction of det J ≤ 0) and ``sdlogj``. ``labels`` defaults to the non-zero
+    values of ``fixed_label``. Means are over labels, ignoring ``nan``.
     """
     out: dict[str, float] = {}
     if (warped_label is None) != (fixed_label is None):
