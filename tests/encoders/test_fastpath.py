@@ -195,8 +195,10 @@ def test_bench_quick_smoke(capsys):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_bench_network_rows_time_what_register_runs(tmp_path, symmetric):
+def test_bench_network_rows_time_what_register_runs(tmp_path, symmetric, monkeypatch):
+    import gc
     import json
+    import tempfile
 
     import torch
     from samir.networks import build_samir
@@ -207,12 +209,19 @@ def test_bench_network_rows_time_what_register_runs(tmp_path, symmetric):
     torch.manual_seed(0)
     torch.save(build_samir(cache_dir=False, **args).state_dict(), tmp_path / "m.pt")
     (tmp_path / "m.json").write_text(json.dumps({"network": args}))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the rows' embedding cache goes
     rows = network_rows(str(tmp_path / "m.pt"))
     forward = [name for name in rows if name.startswith("network forward")]
     assert len(forward) == (2 if symmetric else 1)  # a symmetric network: both directions, and one
     assert ("both directions" in forward[0]) == symmetric
     for name in forward:
         assert rows[name]().shape == (1, 3, 128, 128, 16)
+    assert [p.name.startswith("samir-bench-cache-") for p in scratch.iterdir()] == [True]
+    del rows
+    gc.collect()
+    assert list(scratch.iterdir()) == []  # the cache goes with the rows' network, not left in /tmp
 
 
 def test_bench_output_row_writes_what_register_writes(tmp_path, monkeypatch):

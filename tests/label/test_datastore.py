@@ -66,6 +66,30 @@ def test_refusals_write_nothing(store, call, status):
     assert sorted(str(p) for p in tmp.rglob("*") if p.name not in ("datastore_v2.json", ".lock")) == before
 
 
+def test_refused_uploads_leave_no_temporary_file(store, monkeypatch):
+    """monailabel writes each upload to a ``tmp*`` file and deletes it only after a successful response:
+    a refused one is deleted here, while a file given by path (upload.nii.gz above) is never touched."""
+    import shutil
+    import tempfile
+
+    ds, tmp = store
+    server_tmp = tmp / "server_tmp"
+    server_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(server_tmp))
+    for refused in (lambda f: ds.add_image("../x", f, {}), lambda f: ds.save_label("a", f, "../../x", {}),
+                    lambda f: ds.save_label("missing", f, "final", {})):
+        upload = server_tmp / "tmpab12cd.nii.gz"
+        shutil.copy(tmp / "upload.nii.gz", upload)
+        with pytest.raises(HTTPException):
+            refused(str(upload))
+        assert not upload.exists()
+    kept = server_tmp / "scan.nii.gz"  # in the temporary folder, but not an upload's name
+    shutil.copy(tmp / "upload.nii.gz", kept)
+    with pytest.raises(HTTPException):
+        ds.add_image("../x", str(kept), {})
+    assert kept.is_file() and (tmp / "upload.nii.gz").is_file()
+
+
 def test_valid_writes_and_listing(store):
     ds, tmp = store
     assert ds.add_image("b", str(tmp / "upload.nii.gz"), {}) == "b"

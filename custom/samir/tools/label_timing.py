@@ -73,8 +73,11 @@ def label_server(studies: Path, work_dir: Path, conf: dict[str, str] | None = No
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
     port = _free_port()
     venv_bin = Path(sys.executable).parent
+    server_tmp = work_dir / "server_tmp"  # the server's temporary files (its logging config, each result)
+    server_tmp.mkdir(parents=True, exist_ok=True)  # stay in work_dir, not in the system's /tmp
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MONAI_LABEL_SESSION_PATH": str(work_dir / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false"}
+           "MONAI_LABEL_SESSION_PATH": str(work_dir / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": "false",
+           "TMPDIR": str(server_tmp)}
     cmd = [str(venv_bin / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port)]
     for key, value in (conf or {}).items():

@@ -271,7 +271,9 @@ def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
     """Extra rows for the shipped cardiac network on a 128×128×16 pair: the forward pass with the
     embeddings given (both directions and one, for a symmetric network), and a whole in-process pair
     with the embeddings in the on-disk cache."""
+    import shutil
     import tempfile
+    import weakref
     from pathlib import Path
 
     import torch
@@ -283,7 +285,9 @@ def network_rows(weights: str | None = None) -> dict[str, Callable[[], object]]:
     weights = weights or str(Path(bundle_dir()) / "models" / "model.pt")
     if not Path(weights).is_file():
         return {}
-    net = load_model(weights, cache_dir=tempfile.mkdtemp(prefix="samir-bench-cache-")).eval()
+    cache = tempfile.mkdtemp(prefix="samir-bench-cache-")
+    net = load_model(weights, cache_dir=cache).eval()
+    weakref.finalize(net, shutil.rmtree, cache, ignore_errors=True)  # gone with the network (or at exit)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 2, 128, 128, 16, generator=gen)
     with torch.no_grad():

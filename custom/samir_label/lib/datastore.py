@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,22 @@ def as_nifti(path: str | os.PathLike, folder: str | os.PathLike, name: str) -> P
     return out
 
 
+@contextmanager
+def _upload_dropped_if_refused(filename: str):
+    """On a refusal, delete the request's upload: monailabel's endpoints write it to a temporary file and
+    delete it in a background task that runs only after a successful response, so every refused upload
+    would stay in the server's temporary folder. Only such an upload is touched: a ``tmp*`` file directly in
+    that folder (``NamedTemporaryFile``'s name), never a file given by path from anywhere else."""
+    try:
+        yield
+    except HTTPException:
+        path = os.path.realpath(filename) if filename else ""
+        if (path and os.path.dirname(path) == os.path.realpath(tempfile.gettempdir())
+                and os.path.basename(path).startswith("tmp") and os.path.isfile(path)):
+            os.remove(path)
+        raise
+
+
 class SafeLocalDatastore(LocalDatastore):
     """``LocalDatastore`` whose ids and tags must be plain names, whose files stay inside the studies folder,
     and whose unknown ids are 404s instead of 500s."""
@@ -115,18 +133,20 @@ class SafeLocalDatastore(LocalDatastore):
 
     # -- writes ----------------------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
-        if not image_id:
-            image_id, _ = self._to_id(os.path.basename(image_filename))
-        check_plain_name(image_id, "image")
-        check_image_file(image_filename, f"image {image_id!r}")
-        self._check_dest(os.path.join(self._datastore.image_path(), image_id + _suffix(image_filename)), "image")
+        with _upload_dropped_if_refused(image_filename):
+            if not image_id:
+                image_id, _ = self._to_id(os.path.basename(image_filename))
+            check_plain_name(image_id, "image")
+            check_image_file(image_filename, f"image {image_id!r}")
+            self._check_dest(os.path.join(self._datastore.image_path(), image_id + _suffix(image_filename)), "image")
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        self._require_image(image_id)
-        check_plain_name(label_tag, "tag")
-        check_image_file(label_filename, f"label of {image_id!r}")
-        self._check_dest(os.path.join(self._datastore.label_path(label_tag), image_id), "label")
+        with _upload_dropped_if_refused(label_filename):
+            self._require_image(image_id)
+            check_plain_name(label_tag, "tag")
+            check_image_file(label_filename, f"label of {image_id!r}")
+            self._check_dest(os.path.join(self._datastore.label_path(label_tag), image_id), "label")
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
     def remove_image(self, image_id: str) -> None:
