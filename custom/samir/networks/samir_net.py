@@ -143,8 +143,9 @@ class SAMIR(nn.Module):
             compose the fields: a recursive cascade of one network (Zhao et al., ICCV 2019, cascade
             several); what a pass leaves, the next sees as a smaller, easier deformation. 1 (the
             default) is one pass; training runs one (``train_cascade`` trains some steps as a later
-            pass). The shipped abdominal sidecar sets 3 (0.6.0 alone on its dev pairs: 2 passes
-            0.786, 3 passes 0.797; 0.5.0 gained +3.9 and +5.0 points from a second pass); the cardiac one keeps 1 (on whole images a second pass lost 1 point on
+            pass). The shipped abdominal sidecar sets 3 (on the dev pairs: 0.6.0 2 / 3 / 4 passes
+            0.786 / 0.797 / 0.795, 0.7.0 3 passes 0.809; 0.5.0 gained +3.9 and +5.0 points from a
+            second pass); the cardiac one keeps 1 (on whole images a second pass lost 1 point on
             a dev set and on the held-out pairs). See the model card.
     """
 
